@@ -1,0 +1,147 @@
+"""Functional tier: validated public functions on tensors.
+
+Legend: ``x, q, k: [..., T, D]`` (heads before tokens, e.g. ``[B, H, T, D]``), ``positions: [...]`` integer,
+``inv_freq: [r]`` with ``r = rotary_dim / 2``, ``cos, sin: [..., T, r]`` broadcast over the leading dims of x.
+For the ``[B, T, H, D]`` layout (flash-attention's), pass ``cos[:, None, :]`` so T lines up.
+
+The math lives in :mod:`ropekit.reference`; this module checks inputs and gives clear errors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ropekit.kernels import dispatch
+
+__all__ = ["apply_rotary", "apply_rotary_qk", "rope_angles", "rope_cos_sin"]
+
+_TWO_PI = 2 * math.pi
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_positions(positions: torch.Tensor) -> None:
+    if not isinstance(positions, torch.Tensor):
+        raise TypeError(f"positions must be a torch.Tensor of integers, got {type(positions).__name__}")
+    if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
+        raise ValueError(
+            f"positions must be an integer tensor (int32/int64), got {positions.dtype}; "
+            "token positions are whole numbers: use torch.arange(T) or positions.long()"
+        )
+
+
+def _check_inv_freq(inv_freq: torch.Tensor) -> None:
+    if not isinstance(inv_freq, torch.Tensor) or inv_freq.dim() != 1 or not inv_freq.is_floating_point():
+        shape = tuple(inv_freq.shape) if isinstance(inv_freq, torch.Tensor) else type(inv_freq).__name__
+        raise ValueError(f"inv_freq must be a 1-D float tensor [rotary_dim/2], got {shape}")
+
+
+def rope_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotation angles ``positions * inv_freq`` reduced to ``[-pi, pi]``, float32: ``[*positions.shape, r]``.
+
+    Precision: the product of an integer position (< 2**29) and a float32 frequency is exact in float64,
+    and the reduction modulo 2 pi is done in float64 before narrowing to float32, so the angle is within
+    one float32 rounding of the true one at any position (float32 ``position * inv_freq`` is off by
+    6e-2 rad at 2**20). The frequencies themselves are taken as the float32 numbers given.
+    """
+    _check_positions(positions)
+    _check_inv_freq(inv_freq)
+    angles = positions.to(torch.float64).unsqueeze(-1) * inv_freq.to(torch.float64)  # [..., r], exact
+    turns = torch.round(angles * (1 / _TWO_PI))
+    return (angles - turns * _TWO_PI).to(torch.float32)  # [..., r] in [-pi, pi]
+
+
+def rope_cos_sin(
+    inv_freq: torch.Tensor,
+    positions: torch.Tensor,
+    *,
+    attention_factor: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and ``sin`` tables for integer positions, each ``[*positions.shape, r]``.
+
+    Positions may be any integer tensor: ``arange(T)``, per-batch ``[B, T]`` (offsets, left padding, packed
+    sequences with restarting positions) or anything else. Accurate to 2e-6 absolute against float64 at
+    positions up to 2**24 (see :func:`rope_angles`). ``attention_factor`` multiplies both (YaRN/LongRoPE's
+    temperature, as transformers does). The result is cast to ``dtype`` last.
+    """
+    if dtype not in _FLOATS:
+        raise ValueError(f"dtype must be a floating dtype {_FLOATS}, got {dtype}")
+    if not (isinstance(attention_factor, (int, float)) and math.isfinite(attention_factor)):
+        raise ValueError(f"attention_factor must be a finite number, got {attention_factor!r}")
+    angles = rope_angles(inv_freq, positions)  # [..., r] float32 in [-pi, pi]
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    if attention_factor != 1.0:
+        cos, sin = cos * attention_factor, sin * attention_factor
+    return cos.to(dtype), sin.to(dtype)
+
+
+def _check_rotary_inputs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, name: str = "x") -> None:
+    for label, t in ((name, x), ("cos", cos), ("sin", sin)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{label} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in _FLOATS:
+            raise ValueError(f"{label} must be a floating tensor (fp16/bf16/fp32/fp64), got {t.dtype}")
+    if x.dim() < 2:
+        raise ValueError(f"{name} must be [..., T, head_dim] with at least 2 dims, got shape {tuple(x.shape)}")
+    if cos.shape != sin.shape:
+        raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
+    if cos.dim() < 1:
+        raise ValueError("cos and sin must be [..., T, rotary_dim/2] tables, got scalars")
+    head_dim, r = x.shape[-1], cos.shape[-1]
+    if 2 * r > head_dim:
+        raise ValueError(
+            f"cos/sin have {r} columns (rotary pairs) but {name} has head_dim {head_dim} < 2*{r}; ropekit "
+            "tables hold one column per pair, [..., T, rotary_dim/2]. For Hugging Face style duplicated "
+            f"[..., T, rotary_dim] tables pass cos[..., :{r // 2}] and sin[..., :{r // 2}]"
+        )
+    if r == 0:
+        raise ValueError("cos/sin have 0 columns: nothing to rotate (rotary_dim must be >= 2)")
+    try:
+        shape = torch.broadcast_shapes(x.shape[:-1], cos.shape[:-1])
+    except RuntimeError:
+        shape = None
+    if shape != x.shape[:-1]:
+        raise ValueError(
+            f"cos/sin of shape {tuple(cos.shape)} do not broadcast over {name} of shape {tuple(x.shape)}: "
+            f"expected [..., T, {r}] with T = {x.shape[-2]} lining up with {name}'s second-to-last dim. "
+            f"{name} must be [..., T, head_dim] (heads before tokens); for [B, T, H, D] use cos[:, None, :]"
+        )
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool = False) -> torch.Tensor:
+    """Rotate the first ``2 * cos.shape[-1]`` features of ``x``; the rest pass through.
+
+    Args:
+        x: ``[..., T, D]``, any float dtype.
+        cos, sin: ``[..., T, r]`` from :func:`rope_cos_sin`, broadcast over x's leading dims.
+        interleaved: pairs ``(x[2j], x[2j+1])`` (GPT-J, RoFormer, Meta Llama checkpoints) instead of the
+            half pairing ``(x[j], x[j+r])`` (Hugging Face Llama, GPT-NeoX, Qwen).
+
+    Returns:
+        A new ``[..., T, D]`` tensor of x's dtype (computed in float32 for bf16/fp16).
+    """
+    _check_rotary_inputs(x, cos, sin)
+    return dispatch.apply_rotary(x, cos, sin, interleaved=interleaved)
+
+
+def apply_rotary_qk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    *,
+    interleaved: bool = False,
+    inplace: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate queries and keys with the same table. ``q: [..., Hq, T, D]``, ``k: [..., Hk, T, D]``.
+
+    q and k may have different head counts (GQA/MQA) and head dims' pass-through parts are kept.
+    With ``inplace=True`` q and k are overwritten and returned (they must not require grad).
+    """
+    _check_rotary_inputs(q, cos, sin, "q")
+    _check_rotary_inputs(k, cos, sin, "k")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must have the same head_dim, got {q.shape[-1]} and {k.shape[-1]}")
+    return dispatch.apply_rotary_qk(q, k, cos, sin, interleaved=interleaved, inplace=inplace)

@@ -1,0 +1,490 @@
+"""RoPE frequency scaling: Hugging Face ``rope_parameters`` -> ``(inv_freq, attention_factor)``.
+
+Each scaling type is a small function over a frozen dataclass holding only its own parameters
+(transformers' ``ROPE_INIT_FUNCTIONS`` idea, without passing a whole model config around).
+Formulas follow transformers 5.x ``modeling_rope_utils`` (see ``docs/conventions.md``); where we
+are stricter, it is on purpose: unknown keys, missing keys and invalid values raise ``ValueError``
+naming the key (transformers only logs a warning, and a misspelt key is silently ignored there).
+
+Precision: frequencies are computed in float64 and rounded once to float32, so ``inv_freq`` is the
+correctly rounded value of the formula; transformers computes in float32 and differs by a few ulp
+(relative difference <= 2e-6, checked by ``tests/test_hf_parity.py``).
+
+Legend: ``dim`` is the rotary dimension (``int(head_dim * partial_rotary_factor)``), ``inv_freq: [dim/2]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "COMMON_KEYS",
+    "ROPE_TYPES",
+    "RopeSpec",
+    "all_parameter_keys",
+    "depends_on_length",
+    "parse_rope_parameters",
+    "rope_frequencies",
+]
+
+DEFAULT_THETA = 10_000.0
+COMMON_KEYS = ("rope_type", "rope_theta", "partial_rotary_factor")
+
+
+# ----------------------------------------------------------------------------- shared context
+@dataclass(frozen=True)
+class _Context:
+    """What every scaling function may read besides its own parameters."""
+
+    dim: int  # rotary dimension (even)
+    head_dim: int
+    theta: float
+    max_position_embeddings: int | None
+    seq_len: int | None
+    partial: float = 1.0  # partial_rotary_factor (read by proportional, whose dim is head_dim)
+
+
+def _exponents(dim: int) -> torch.Tensor:
+    """``2i / dim`` for ``i = 0 .. dim/2 - 1``, float64: [dim/2]."""
+    return torch.arange(0, dim, 2, dtype=torch.float64) / dim
+
+
+def _default_inv_freq(dim: int, theta: float) -> torch.Tensor:
+    """``theta ** (-2i / dim)`` in float64: [dim/2]."""
+    return 1.0 / (theta ** _exponents(dim))
+
+
+# ----------------------------------------------------------------------------- validation helpers
+def _require(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ValueError(f"rope parameter {key!r}: {message}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_factor(value: Any, key: str = "factor") -> None:
+    _require(_is_number(value), key, f"must be a finite number, got {value!r}")
+    _require(value >= 1.0, key, f"must be >= 1 (a context extension factor), got {value!r}")
+
+
+def _check_positive_int(value: Any, key: str) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    _require(ok, key, f"must be a positive integer, got {value!r}")
+
+
+# ----------------------------------------------------------------------------- parameter dataclasses
+@dataclass(frozen=True)
+class DefaultParams:
+    """Plain RoPE (RoFormer). ABF ("adjusted base frequency") is this with a larger ``rope_theta``."""
+
+
+@dataclass(frozen=True)
+class LinearParams:
+    """Position Interpolation (Chen et al. 2023): every frequency divided by ``factor``."""
+
+    factor: float
+
+    def __post_init__(self) -> None:
+        _check_factor(self.factor)
+
+
+@dataclass(frozen=True)
+class NTKParams:
+    """Static NTK-aware scaling (bloc97, 2023): ``base' = base * factor ** (dim / (dim - 2))``."""
+
+    factor: float
+
+    def __post_init__(self) -> None:
+        _check_factor(self.factor)
+
+
+@dataclass(frozen=True)
+class DynamicParams:
+    """Dynamic NTK (emozilla, 2023): the NTK base grows with the current length past the original one."""
+
+    factor: float
+
+    def __post_init__(self) -> None:
+        _check_factor(self.factor)
+
+
+@dataclass(frozen=True)
+class YarnParams:
+    """YaRN (Peng et al. 2023). ``factor=None`` means ``max_position_embeddings / original``."""
+
+    factor: float | None = None
+    original_max_position_embeddings: int | None = None
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    attention_factor: float | None = None
+    truncate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.factor is not None:
+            _check_factor(self.factor)
+        if self.original_max_position_embeddings is not None:
+            _check_positive_int(self.original_max_position_embeddings, "original_max_position_embeddings")
+        for key in ("beta_fast", "beta_slow"):
+            value = getattr(self, key)
+            _require(_is_number(value) and value > 0, key, f"must be a positive number, got {value!r}")
+        _require(
+            self.beta_fast >= self.beta_slow,
+            "beta_fast",
+            f"must be >= beta_slow (got beta_fast={self.beta_fast}, beta_slow={self.beta_slow}); "
+            "the published defaults are beta_fast=32, beta_slow=1",
+        )
+        for key in ("mscale", "mscale_all_dim"):
+            value = getattr(self, key)
+            if value is not None:
+                _require(_is_number(value) and value >= 0, key, f"must be a number >= 0, got {value!r}")
+        if self.attention_factor is not None:
+            af = self.attention_factor
+            _require(_is_number(af) and af > 0, "attention_factor", f"must be a positive number, got {af!r}")
+        _require(isinstance(self.truncate, bool), "truncate", f"must be true or false, got {self.truncate!r}")
+
+
+@dataclass(frozen=True)
+class LongRopeParams:
+    """LongRoPE / Phi-3 (Ding et al. 2024): per-pair rescale factors, short below the original length."""
+
+    short_factor: tuple[float, ...]
+    long_factor: tuple[float, ...]
+    original_max_position_embeddings: int | None = None
+    factor: float | None = None
+    attention_factor: float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("short_factor", "long_factor"):
+            values = getattr(self, key)
+            ok = isinstance(values, (list, tuple)) and len(values) > 0 and all(_is_number(v) for v in values)
+            _require(ok, key, f"must be a non-empty list of numbers, got {values!r}")
+            _require(all(v > 0 for v in values), key, "must contain only positive numbers")
+            object.__setattr__(self, key, tuple(float(v) for v in values))
+        if self.original_max_position_embeddings is not None:
+            _check_positive_int(self.original_max_position_embeddings, "original_max_position_embeddings")
+        if self.factor is not None:
+            _check_factor(self.factor)
+        if self.attention_factor is not None:
+            af = self.attention_factor
+            _require(_is_number(af) and af > 0, "attention_factor", f"must be a positive number, got {af!r}")
+
+
+@dataclass(frozen=True)
+class Llama3Params:
+    """Llama 3.1's frequency-band scaling (Meta 2024: factor 8, low 1, high 4, original 8192)."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position_embeddings: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_factor(self.factor)
+        for key in ("low_freq_factor", "high_freq_factor"):
+            value = getattr(self, key)
+            _require(_is_number(value) and value > 0, key, f"must be a positive number, got {value!r}")
+        _require(
+            self.high_freq_factor > self.low_freq_factor,
+            "high_freq_factor",
+            f"must be > low_freq_factor (got high={self.high_freq_factor}, low={self.low_freq_factor}); "
+            "Llama 3.1 uses low_freq_factor=1, high_freq_factor=4",
+        )
+        if self.original_max_position_embeddings is not None:
+            _check_positive_int(self.original_max_position_embeddings, "original_max_position_embeddings")
+
+
+@dataclass(frozen=True)
+class ProportionalParams:
+    """Gemma-style proportional RoPE: the first ``partial_rotary_factor`` of pairs rotate with exponents
+    over the full ``head_dim``; the rest get frequency 0 (identity). ``inv_freq`` has ``head_dim/2`` entries."""
+
+    factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_factor(self.factor)
+
+
+# ----------------------------------------------------------------------------- scaling functions
+def _original_length(value: int | None, ctx: _Context, rope_type: str) -> int:
+    """transformers falls back to ``max_position_embeddings`` when the original length is absent."""
+    length = value if value is not None else ctx.max_position_embeddings
+    if length is None:
+        raise ValueError(
+            f"rope_type {rope_type!r} needs 'original_max_position_embeddings' in the rope parameters "
+            "(or max_position_embeddings=... as a fallback); add the pre-training context length"
+        )
+    return length
+
+
+def _default(p: DefaultParams, ctx: _Context) -> tuple[torch.Tensor, float]:
+    return _default_inv_freq(ctx.dim, ctx.theta), 1.0
+
+
+def _linear(p: LinearParams, ctx: _Context) -> tuple[torch.Tensor, float]:
+    return _default_inv_freq(ctx.dim, ctx.theta) / p.factor, 1.0
+
+
+def _ntk(p: NTKParams, ctx: _Context) -> tuple[torch.Tensor, float]:
+    base = ctx.theta * p.factor ** (ctx.dim / (ctx.dim - 2))
+    return _default_inv_freq(ctx.dim, base), 1.0
+
+
+def _dynamic(p: DynamicParams, ctx: _Context) -> tuple[torch.Tensor, float]:
+    if ctx.max_position_embeddings is None:
+        raise ValueError(
+            "rope_type 'dynamic' needs max_position_embeddings=... (the length beyond which the base grows)"
+        )
+    length = max(ctx.seq_len or 0, ctx.max_position_embeddings)
+    ratio = p.factor * length / ctx.max_position_embeddings - (p.factor - 1)
+    base = ctx.theta * ratio ** (ctx.dim / (ctx.dim - 2))
+    return _default_inv_freq(ctx.dim, base), 1.0
+
+
+def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    """YaRN's attention temperature ``0.1 * mscale * ln(scale) + 1`` (1 for ``scale <= 1``)."""
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def _yarn(p: YarnParams, ctx: _Context) -> tuple[torch.Tensor, float]:
+    original = _original_length(p.original_max_position_embeddings, ctx, "yarn")
+    factor = p.factor
+    if factor is None:
+        if ctx.max_position_embeddings is None:
+            raise ValueError("rope_type 'yarn' needs 'factor' (or max_position_embeddings=... to derive it)")
+        factor = ctx.max_position_embeddings / original
+    attention_factor = p.attention_factor
+    if attention_factor is None:
+        # transformers tests truthiness: a zero mscale counts as absent.
+        if p.mscale and p.mscale_all_dim:
+            attention_factor = yarn_mscale(factor, p.mscale) / yarn_mscale(factor, p.mscale_all_dim)
+        else:
+            attention_factor = yarn_mscale(factor)
+
+    def correction_dim(rotations: float) -> float:
+        # the pair index whose wavelength fits `rotations` times into the original context
+        return ctx.dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(ctx.theta))
+
+    low, high = correction_dim(p.beta_fast), correction_dim(p.beta_slow)
+    if p.truncate:  # gpt-oss uses truncate=False
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, ctx.dim - 1)
+    if low == high:
+        high += 0.001  # transformers' guard against a zero-width ramp
+    ramp = ((torch.arange(ctx.dim // 2, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)
+    extrapolation = 1.0 - ramp  # 1: keep the original frequency, 0: interpolate by `factor`
+    inv = _default_inv_freq(ctx.dim, ctx.theta)
+    return (inv / factor) * (1 - extrapolation) + inv * extrapolation, float(attention_factor)
+
+
+def _longrope(p: LongRopeParams, ctx: _Context) -> tuple[torch.Tensor, float]:
+    original = _original_length(p.original_max_position_embeddings, ctx, "longrope")
+    for key in ("short_factor", "long_factor"):
+        n = len(getattr(p, key))
+        _require(n == ctx.dim // 2, key, f"must have rotary_dim/2 = {ctx.dim // 2} entries, got {n}")
+    attention_factor = p.attention_factor
+    if attention_factor is None:
+        factor = p.factor
+        if factor is None:
+            if ctx.max_position_embeddings is None:
+                raise ValueError(
+                    "rope_type 'longrope' needs 'factor' or 'attention_factor' "
+                    "(or max_position_embeddings=... to derive the factor)"
+                )
+            factor = ctx.max_position_embeddings / original
+        attention_factor = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original))
+    use_long = ctx.seq_len is not None and ctx.seq_len > original
+    ext = torch.tensor(p.long_factor if use_long else p.short_factor, dtype=torch.float64)
+    return 1.0 / (ext * ctx.theta ** _exponents(ctx.dim)), float(attention_factor)
+
+
+def _llama3(p: Llama3Params, ctx: _Context) -> tuple[torch.Tensor, float]:
+    original = _original_length(p.original_max_position_embeddings, ctx, "llama3")
+    inv = _default_inv_freq(ctx.dim, ctx.theta)
+    wavelen = 2 * math.pi / inv
+    low_wavelen = original / p.low_freq_factor  # longer than this: fully interpolated
+    high_wavelen = original / p.high_freq_factor  # shorter than this: untouched
+    smooth = (original / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor)
+    blended = (1 - smooth) * inv / p.factor + smooth * inv
+    out = torch.where(wavelen > low_wavelen, inv / p.factor, inv)
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, blended, out), 1.0
+
+
+def _proportional(p: ProportionalParams, ctx: _Context) -> tuple[torch.Tensor, float]:
+    # ctx.dim is head_dim here (see _rotary_dim): rotated pairs use exponents over the whole head.
+    rotated = int(ctx.partial * ctx.head_dim // 2)
+    inv = torch.zeros(ctx.head_dim // 2, dtype=torch.float64)
+    inv[:rotated] = 1.0 / (ctx.theta ** (torch.arange(0, 2 * rotated, 2, dtype=torch.float64) / ctx.head_dim))
+    return inv / p.factor, 1.0
+
+
+# ----------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class ScalingType:
+    """One registry entry: the parameter dataclass, the function, and whether it depends on length."""
+
+    params: type
+    fn: Callable[[Any, _Context], tuple[torch.Tensor, float]]
+    length_dependent: bool = False
+    required: tuple[str, ...] = field(default=())
+
+
+ROPE_TYPES: dict[str, ScalingType] = {
+    "default": ScalingType(DefaultParams, _default),
+    "linear": ScalingType(LinearParams, _linear, required=("factor",)),
+    "ntk": ScalingType(NTKParams, _ntk, required=("factor",)),
+    "dynamic": ScalingType(DynamicParams, _dynamic, length_dependent=True, required=("factor",)),
+    "yarn": ScalingType(YarnParams, _yarn),
+    "longrope": ScalingType(LongRopeParams, _longrope, length_dependent=True, required=("short_factor", "long_factor")),
+    "llama3": ScalingType(Llama3Params, _llama3, required=("factor", "low_freq_factor", "high_freq_factor")),
+    "proportional": ScalingType(ProportionalParams, _proportional),
+}
+
+
+def all_parameter_keys() -> list[str]:
+    """Every key any rope type accepts (for 'did you mean' suggestions)."""
+    keys = set(COMMON_KEYS) | {"type"}
+    for entry in ROPE_TYPES.values():
+        keys |= {f.name for f in dataclasses.fields(entry.params)}
+    return sorted(keys)
+
+
+def depends_on_length(rope_type: str) -> bool:
+    """True when the frequencies depend on the current sequence length (dynamic NTK, LongRoPE)."""
+    return ROPE_TYPES[rope_type].length_dependent
+
+
+def _nearest(key: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+@dataclass(frozen=True)
+class RopeSpec:
+    """A validated rope configuration: type, base, partial factor and the type's own parameters."""
+
+    rope_type: str
+    rope_theta: float
+    partial_rotary_factor: float
+    params: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        """Back to a ``rope_parameters`` mapping (explicit values only, lists for factor tuples)."""
+        out: dict[str, Any] = {"rope_type": self.rope_type, "rope_theta": self.rope_theta}
+        if self.partial_rotary_factor != 1.0:
+            out["partial_rotary_factor"] = self.partial_rotary_factor
+        for f in dataclasses.fields(self.params):
+            value = getattr(self.params, f.name)
+            if value is not None and value != f.default:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def parse_rope_parameters(params: Mapping[str, Any] | None) -> RopeSpec:
+    """Validate a ``rope_parameters`` mapping and return a :class:`RopeSpec`.
+
+    Raises ``ValueError`` naming the key for unknown keys (with the nearest valid key), keys that
+    belong to another rope type, missing required keys and invalid values.
+    """
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping):
+        raise ValueError(f"rope parameters must be a mapping (a dict of rope_parameters), got {type(params)}")
+    params = dict(params)
+    if "type" in params:  # transformers v4 alias
+        alias = params.pop("type")
+        if "rope_type" in params and params["rope_type"] != alias:
+            raise ValueError(
+                f"rope parameters give both 'type'={alias!r} and 'rope_type'={params['rope_type']!r}; keep one"
+            )
+        params["rope_type"] = alias
+    rope_type = params.pop("rope_type", "default")
+    if rope_type not in ROPE_TYPES:
+        raise ValueError(
+            f"unknown rope_type {rope_type!r}; expected one of {sorted(ROPE_TYPES)}"
+            + _nearest(str(rope_type), list(ROPE_TYPES))
+        )
+    theta = params.pop("rope_theta", DEFAULT_THETA)
+    _require(_is_number(theta) and theta > 1, "rope_theta", f"must be a finite number > 1, got {theta!r}")
+    partial = params.pop("partial_rotary_factor", 1.0)
+    _require(
+        _is_number(partial) and 0 < partial <= 1,
+        "partial_rotary_factor",
+        f"must be in (0, 1], got {partial!r}",
+    )
+    entry = ROPE_TYPES[rope_type]
+    own = {f.name for f in dataclasses.fields(entry.params)}
+    for key in params:
+        if key in own:
+            continue
+        owners = [name for name, e in ROPE_TYPES.items() if key in {f.name for f in dataclasses.fields(e.params)}]
+        if owners:
+            raise ValueError(
+                f"rope parameter {key!r} is not used by rope_type {rope_type!r} (it belongs to {owners}); "
+                f"remove it or change rope_type. {rope_type!r} accepts: {sorted(set(COMMON_KEYS) | own)}"
+            )
+        raise ValueError(
+            f"unknown rope parameter {key!r} for rope_type {rope_type!r}"
+            + _nearest(key, all_parameter_keys())
+            + f" Accepted keys: {sorted(set(COMMON_KEYS) | own)}"
+        )
+    missing = [k for k in entry.required if params.get(k) is None]
+    if missing:
+        raise ValueError(f"rope_type {rope_type!r} is missing required parameter(s) {missing}")
+    clean = {k: v for k, v in params.items() if v is not None}
+    return RopeSpec(rope_type, float(theta), float(partial), entry.params(**clean))
+
+
+def rotary_dim_of(spec: RopeSpec, head_dim: int) -> int:
+    """The rotary dimension: ``int(head_dim * partial_rotary_factor)`` (``head_dim`` for proportional)."""
+    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim <= 0:
+        raise ValueError(f"head_dim must be a positive integer, got {head_dim!r}")
+    dim = head_dim if spec.rope_type == "proportional" else int(head_dim * spec.partial_rotary_factor)
+    if dim < 2 or dim % 2:
+        raise ValueError(
+            f"rotary dimension must be even and >= 2, got {dim} (head_dim={head_dim}, "
+            f"partial_rotary_factor={spec.partial_rotary_factor}); rotary pairs need an even dimension"
+        )
+    return dim
+
+
+def rope_frequencies(
+    params: Mapping[str, Any] | RopeSpec | None,
+    *,
+    head_dim: int,
+    max_position_embeddings: int | None = None,
+    seq_len: int | None = None,
+) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies and attention factor for a Hugging Face ``rope_parameters`` mapping.
+
+    Args:
+        params: ``rope_parameters`` keys (``rope_type``, ``rope_theta``, ``partial_rotary_factor``, ``factor``,
+            ...), or a :class:`RopeSpec`. ``None`` means default RoPE with base 10000.
+        head_dim: features per attention head; the rotary dimension is ``int(head_dim * partial_rotary_factor)``.
+        max_position_embeddings: the model's context length (dynamic NTK's threshold; the fallback for
+            ``original_max_position_embeddings`` and for YaRN/LongRoPE's ``factor``, as in transformers).
+        seq_len: current sequence length, read only by length-dependent types (``dynamic``, ``longrope``).
+
+    Returns:
+        ``inv_freq: [rotary_dim/2]`` float32 and ``attention_factor`` (multiply cos and sin by it).
+    """
+    spec = params if isinstance(params, RopeSpec) else parse_rope_parameters(params)
+    if max_position_embeddings is not None:
+        _check_positive_int(max_position_embeddings, "max_position_embeddings")
+    if seq_len is not None:
+        _check_positive_int(seq_len, "seq_len")
+    dim = rotary_dim_of(spec, head_dim)
+    ctx = _Context(dim, head_dim, spec.rope_theta, max_position_embeddings, seq_len, spec.partial_rotary_factor)
+    inv_freq, attention_factor = ROPE_TYPES[spec.rope_type].fn(spec.params, ctx)
+    return inv_freq.to(torch.float32), float(attention_factor)
