@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:  # bad input: one clear line, no traceback
         print(f"ropekit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

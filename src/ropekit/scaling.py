@@ -480,10 +480,9 @@ def rope_frequencies(
         ``inv_freq: [rotary_dim/2]`` float32 and ``attention_factor`` (multiply cos and sin by it).
     """
     spec = params if isinstance(params, RopeSpec) else parse_rope_parameters(params)
-    if max_position_embeddings is not None:
-        _check_positive_int(max_position_embeddings, "max_position_embeddings")
-    if seq_len is not None:
-        _check_positive_int(seq_len, "seq_len")
+    for name, value in (("max_position_embeddings", max_position_embeddings), ("seq_len", seq_len)):
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"argument {name} must be a positive integer or None, got {value!r}")
     dim = rotary_dim_of(spec, head_dim)
     ctx = _Context(dim, head_dim, spec.rope_theta, max_position_embeddings, seq_len, spec.partial_rotary_factor)
     inv_freq, attention_factor = ROPE_TYPES[spec.rope_type].fn(spec.params, ctx)
