@@ -16,6 +16,7 @@ __all__ = ["main"]
 _COMMAND_MODULES: tuple[str, ...] = (
     "ropekit.verify",
     "ropekit.freqs",
+    "ropekit.report.cli",
 )
 
 

@@ -1,0 +1,139 @@
+"""Speed: the kernel benchmark table, read from ``benchmarks/results/apply_rotary.csv`` (nothing is timed here).
+
+The benchmark (``benchmarks/apply_rotary.py``, written separately) appends one row per measurement with the
+machine it ran on. This section copies the rows, labels them with their machine, and plots the time column
+it finds (a column whose name contains ``ratio``, else ``median``, else ``ms``/``us``) per implementation.
+When the file is absent it says so plainly.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pathlib
+import time
+from typing import Any
+
+from ropekit.experiments._common import Outputs, check_preset, matplotlib_agg, progress
+
+__all__ = ["NAME", "PRESETS", "TITLE", "find_benchmark_csv", "run"]
+
+NAME = "speed"
+TITLE = "Speed: apply_rotary kernel benchmark"
+
+# The presets only differ in how many rows are plotted; the benchmark itself is run by its own script.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"max_rows_plotted": 20},
+    "quick": {"max_rows_plotted": 60},
+    "full": {"max_rows_plotted": 400},
+}
+
+_ENV = "ROPEKIT_BENCHMARK_CSV"
+
+
+def find_benchmark_csv() -> pathlib.Path | None:
+    """``$ROPEKIT_BENCHMARK_CSV`` if set, else ``benchmarks/results/apply_rotary.csv`` in the repo or cwd."""
+    if os.environ.get(_ENV):
+        path = pathlib.Path(os.environ[_ENV])
+        return path if path.exists() else None
+    candidates = [
+        pathlib.Path(__file__).resolve().parents[3] / "benchmarks/results/apply_rotary.csv",
+        pathlib.Path.cwd() / "benchmarks/results/apply_rotary.csv",
+    ]
+    return next((p for p in candidates if p.exists()), None)
+
+
+def _pick(columns: list[str], *needles: str) -> str | None:
+    for needle in needles:
+        for c in columns:
+            if needle in c.lower():
+                return c
+    return None
+
+
+def _num(value: str) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
+    """Copy and plot the benchmark rows, or report their absence."""
+    cfg = check_preset(NAME, PRESETS, preset)
+    import torch
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    out = Outputs(out_dir, NAME)
+    published = (
+        "REFERENCE.md section 6 (this machine kind): Meta's complex form 1.1-1.5x the copy floor in fp32; "
+        "transformers eager 6-10x fp32; torch.compile of the cat form 1.07-1.24x fp32."
+    )
+    path = find_benchmark_csv()
+    rows: list[dict[str, str]] = []
+    if path is not None:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    if not rows:
+        where = "benchmarks/results/apply_rotary.csv"
+        msg = (
+            f"No benchmark results: {where} is absent or empty, so no speed numbers are shown. "
+            "Run `python benchmarks/apply_rotary.py` to produce it, then rerun the report."
+        )
+        out.write_csv("status", [{"benchmark_csv": where, "present": False, "rows": 0}], "Benchmark file status.")
+        return out.section(
+            title=TITLE,
+            findings=[msg],
+            published=published,
+            agreement="Undecided: no benchmark rows to compare.",
+            config=cfg,
+            seed=seed,
+            runtime_s=time.perf_counter() - start,
+        )
+    columns = list(rows[0].keys())
+    machine_col = _pick(columns, "machine", "cpu", "host")
+    label_cols = [c for c in columns if _num(rows[0][c]) is None and c != machine_col][:3]
+    value_col = _pick(columns, "ratio", "median", "_ms", "ms", "_us", "time")
+    machines = sorted({r.get(machine_col, "") for r in rows}) if machine_col else ["not recorded in the CSV"]
+    out.write_csv(
+        "table",
+        [dict(r) for r in progress(rows, desc=NAME)],
+        f"Benchmark rows as recorded (machine: {'; '.join(machines)}).",
+    )
+    findings = [f"{len(rows)} benchmark rows from {path.name}, measured on: {'; '.join(machines)}."]
+    agreement = "Undecided: the benchmark's columns do not include a ratio to the copy floor."
+    if value_col:
+        plt = matplotlib_agg()
+        plotted = [r for r in rows if _num(r[value_col]) is not None][-cfg["max_rows_plotted"] :]
+        labels = [" / ".join(r[c] for c in label_cols) or str(i) for i, r in enumerate(plotted)]
+        values = [_num(r[value_col]) for r in plotted]
+        fig, ax = plt.subplots(figsize=(9, max(2.5, 0.22 * len(plotted) + 1)))
+        ax.barh(range(len(plotted)), values, color="#4c72b0")
+        ax.set_yticks(range(len(plotted)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set(xlabel=value_col, title=f"apply_rotary benchmark ({machines[0][:60]})")
+        out.save_figure(
+            fig,
+            "benchmark",
+            f"{value_col} per benchmark row ({', '.join(label_cols)}), last "
+            f"{len(plotted)} rows.\nRead from benchmarks/results/apply_rotary.csv; machine: "
+            f"{'; '.join(machines)[:120]}.",
+        )
+        best = min(zip(values, labels, strict=True))
+        findings.append(f"Smallest {value_col}: {best[0]:.3g} ({best[1]}).")
+        if "ratio" in value_col.lower():
+            within = sum(v <= 1.5 for v in values)
+            agreement = (
+                f"{'Agrees' if within else 'Disagrees'}: {within} of {len(values)} rows are within 1.5x of "
+                "the floor, where the published peers' best reach 1.07-1.5x."
+            )
+    return out.section(
+        title=TITLE,
+        findings=findings,
+        published=published,
+        agreement=agreement,
+        config=cfg,
+        seed=seed,
+        runtime_s=time.perf_counter() - start,
+    )

@@ -1,0 +1,78 @@
+"""``ropekit report`` and ``ropekit experiment NAME``: register both subcommands (imports stay cheap)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register"]
+
+_PRESETS = ("tiny", "quick", "full")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ropekit.report.build import build_report
+
+    only = [s for s in (args.only or "").split(",") if s] or None
+    path = build_report(args.out, preset=args.preset, seed=args.seed, only=only, workers=args.workers, force=args.force)
+    import json
+
+    sections = json.loads((path.parent / "report.json").read_text())["sections"]
+    bad = [s["name"] for s in sections if s.get("status") == "failed"]
+    n_fig = sum(len(s.get("figures", []) or []) for s in sections)
+    print(f"wrote {path} ({len(sections)} experiments, {n_fig} figures)")
+    if bad:
+        print(f"failed experiments: {', '.join(bad)} (see the report)")
+    return 1 if bad else 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    import os
+    import pathlib
+
+    from ropekit.report.runner import run_experiments
+
+    os.environ.setdefault("ROPEKIT_INNER_PROGRESS", "1")  # in-process: show the experiment's own bars
+    out = pathlib.Path(args.out)
+    section = run_experiments([args.name], args.preset, out, seed=args.seed, force=args.force, workers=1)[0]
+    if section.get("status") in ("failed", "missing"):
+        print(f"{args.name}: {section.get('status')}: {section.get('error')}")
+        return 1
+    for finding in section.get("findings", []):
+        print(f"- {finding}")
+    print(f"agreement: {section.get('agreement')}")
+    print(
+        f"wrote {out / 'sections' / (args.name + '.json')}, its figures and results/{args.name}_*.csv "
+        f"(run `ropekit report --out {out}` for the page)"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``report`` and ``experiment`` to the ``ropekit`` command."""
+    from ropekit.experiments import experiment_names
+
+    p = subparsers.add_parser(
+        "report",
+        help="run all experiments and write an HTML report",
+        description="Run every experiment (cached) and write DIR/index.html with figures, tables and results/*.csv.",
+    )
+    p.add_argument("--preset", choices=_PRESETS, default="quick", help="experiment size (default: quick, <= 10 min)")
+    p.add_argument("--out", default="report", help="output folder (default: report/)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one thread each (default 2)")
+    p.add_argument("--only", default="", help="comma-separated experiment names (default: all)")
+    p.add_argument("--force", action="store_true", help="recompute even when cached results are up to date")
+    p.set_defaults(func=_report)
+
+    e = subparsers.add_parser(
+        "experiment",
+        help="run one experiment of the report",
+        description="Run one experiment (cached like the report) and write its CSVs, figures and "
+        "section JSON under DIR; index.html is left to `ropekit report`.",
+    )
+    e.add_argument("name", choices=experiment_names(), help="experiment name")
+    e.add_argument("--preset", choices=_PRESETS, default="quick", help="experiment size (default: quick)")
+    e.add_argument("--out", default="report", help="output folder (default: report/)")
+    e.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    e.add_argument("--force", action="store_true", help="recompute even when cached")
+    e.set_defaults(func=_experiment)

@@ -1,0 +1,215 @@
+"""Run the registered experiments (in parallel worker processes, one thread each) with a result cache.
+
+Cache: ``DIR/cache/<name>.json`` holds the key and the section. The key hashes everything a result depends
+on: experiment name, preset, seed, the preset's config, the ropekit version, and the source of the
+experiment module plus the shared experiment helpers (``experiments/_*.py``) and the core modules they call
+(``scaling.py``, ``functional.py``, ``reference.py``, ``modules.py``, ``kernels/``). A hit also requires every
+file the section lists to exist. ``force=True`` ignores the cache.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import importlib.util
+import json
+import multiprocessing
+import os
+import pathlib
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["ExperimentResult", "cache_key", "run_experiment", "run_experiments"]
+
+_PACKAGE_ROOT = pathlib.Path(__file__).resolve().parents[1]  # src/ropekit
+_CORE_SOURCES = ("scaling.py", "functional.py", "reference.py", "modules.py", "kernels")
+
+
+class ExperimentResult(dict):
+    """Section dict plus ``status`` (``ok``/``cached``/``failed``/``missing``)."""
+
+
+def _source_files(name: str) -> list[pathlib.Path]:
+    files = [_PACKAGE_ROOT / "experiments" / f"{name}.py"]
+    files += sorted((_PACKAGE_ROOT / "experiments").glob("_*.py"))
+    for core in _CORE_SOURCES:
+        path = _PACKAGE_ROOT / core
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return [f for f in files if f.exists()]
+
+
+def cache_key(name: str, preset: str, seed: int, config: dict[str, Any]) -> str:
+    """sha256 over name, preset, seed, config, ropekit version and the relevant source files."""
+    from ropekit import __version__
+
+    h = hashlib.sha256()
+    h.update(json.dumps([name, preset, seed, config, __version__], sort_keys=True, default=str).encode())
+    for path in _source_files(name):
+        h.update(str(path.relative_to(_PACKAGE_ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _cached(out_dir: pathlib.Path, name: str, key: str) -> dict[str, Any] | None:
+    path = out_dir / "cache" / f"{name}.json"
+    if not path.exists():
+        return None
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    section = entry.get("section") if entry.get("key") == key else None
+    if not section:
+        return None
+    paths = [f["path"] for f in section.get("figures", [])] + [t["path"] for t in section.get("tables", [])]
+    if not all((out_dir / p).exists() for p in paths):
+        return None
+    return section
+
+
+def _worker(name: str, preset: str, out_dir: str, seed: int) -> dict[str, Any]:
+    """Run one experiment in this (worker) process. Returns the section, or a failure record."""
+    os.environ.setdefault("ROPEKIT_INNER_PROGRESS", "0")
+    import torch
+
+    torch.set_num_threads(1)
+    from ropekit.experiments import load_experiment
+
+    start = time.perf_counter()
+    try:
+        module = load_experiment(name)
+        section = module.run(preset, pathlib.Path(out_dir), seed=seed)
+        return {**section, "status": "ok"}
+    except Exception as e:  # one failed experiment must not sink the whole report
+        return {
+            "name": name,
+            "title": name,
+            "status": "failed",
+            "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(limit=6),
+            "runtime_s": round(time.perf_counter() - start, 2),
+        }
+
+
+def run_experiment(
+    name: str, preset: str, out_dir: pathlib.Path, *, seed: int = 0, force: bool = False, in_process: bool = True
+) -> ExperimentResult:
+    """Run (or reuse) one experiment in this process and update its cache entry."""
+    return run_experiments([name], preset, out_dir, seed=seed, force=force, workers=1 if in_process else 2)[0]
+
+
+def _missing(name: str, error: str) -> ExperimentResult:
+    return ExperimentResult(name=name, title=name, status="missing", error=error, runtime_s=0.0)
+
+
+def run_experiments(
+    names: Sequence[str],
+    preset: str,
+    out_dir: pathlib.Path,
+    *,
+    seed: int = 0,
+    force: bool = False,
+    workers: int = 2,
+    log: Any = print,
+) -> list[ExperimentResult]:
+    """Run experiments by short name; reuse cached results; return results in the order of ``names``.
+
+    ``workers=1`` runs in this process (no subprocesses); otherwise a spawn pool of ``workers`` processes,
+    each with one torch thread, takes experiments longest-first (by last recorded runtime).
+    """
+    from ropekit.experiments import load_experiment
+
+    out_dir = pathlib.Path(out_dir)
+    (out_dir / "cache").mkdir(parents=True, exist_ok=True)
+    results: dict[str, ExperimentResult] = {}
+    todo: list[tuple[str, str]] = []
+    for name in names:
+        try:
+            module = load_experiment(name)
+        except ImportError as e:
+            results[name] = _missing(name, f"module not available yet ({e})")
+            log(f"[missing] {name}: {e}")
+            continue
+        if preset not in module.PRESETS:
+            results[name] = _missing(name, f"no preset {preset!r} (has {sorted(module.PRESETS)})")
+            continue
+        key = cache_key(name, preset, seed, module.PRESETS[preset])
+        hit = None if force else _cached(out_dir, name, key)
+        if hit is not None:
+            results[name] = ExperimentResult(hit, status="cached")
+            log(f"[cached] {name} ({hit.get('runtime_s', 0):.1f} s when computed)")
+        else:
+            todo.append((name, key))
+
+    def finish(name: str, key: str, section: dict[str, Any]) -> None:
+        results[name] = ExperimentResult(section)
+        if section.get("status") == "ok":
+            entry = {"key": key, "section": {k: v for k, v in section.items() if k != "status"}}
+            (out_dir / "cache" / f"{name}.json").write_text(json.dumps(entry, default=str), encoding="utf-8")
+            log(f"[done]   {name} in {section.get('runtime_s', 0):.1f} s")
+        else:
+            log(f"[FAILED] {name}: {section.get('error')}")
+
+    todo.sort(key=lambda nk: -_last_runtime(out_dir, nk[0]))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc=f"report ({preset})", unit="exp", disable=not todo, dynamic_ncols=True)
+    if workers <= 1 or len(todo) <= 1:
+        for name, key in todo:
+            bar.set_postfix_str(name)
+            finish(name, key, _worker(name, preset, str(out_dir), seed))
+            bar.update()
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_worker, name, preset, str(out_dir), seed): (name, key) for name, key in todo}
+            for fut in cf.as_completed(futures):
+                name, key = futures[fut]
+                try:
+                    section = fut.result()
+                except Exception as e:  # the worker process itself died
+                    section = {"name": name, "title": name, "status": "failed", "error": repr(e), "runtime_s": 0.0}
+                finish(name, key, section)
+                bar.update()
+    bar.close()
+    for name, _ in todo:
+        _record_runtime(out_dir, name, float(results[name].get("runtime_s", 0.0)))
+    return [results[n] for n in names]
+
+
+def _runtimes_path(out_dir: pathlib.Path) -> pathlib.Path:
+    return out_dir / "cache" / "runtimes.json"
+
+
+# First-run scheduling guess (seconds, quick preset) until a runtime has been recorded.
+_DEFAULT_RUNTIME = {
+    "extrapolation": 180.0,
+    "classification": 150.0,
+    "passkey": 120.0,
+    "lengthgen": 100.0,
+    "vision": 90.0,
+}
+
+
+def _last_runtime(out_dir: pathlib.Path, name: str) -> float:
+    try:
+        return float(json.loads(_runtimes_path(out_dir).read_text())[name])
+    except (OSError, ValueError, KeyError):
+        return _DEFAULT_RUNTIME.get(name, 1.0)
+
+
+def _record_runtime(out_dir: pathlib.Path, name: str, seconds: float) -> None:
+    path = _runtimes_path(out_dir)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[name] = seconds
+    path.write_text(json.dumps(data, indent=1))
+
+
+def module_available(name: str) -> bool:
+    """True when ``ropekit.experiments.<name>`` can be found (without importing it)."""
+    return importlib.util.find_spec(f"ropekit.experiments.{name}") is not None
