@@ -143,7 +143,58 @@ def _check_rotary_inputs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, 
         )
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool = False) -> torch.Tensor:
+def _check_table_positions(x: torch.Tensor, cos: torch.Tensor, positions: torch.Tensor, name: str = "x") -> None:
+    """``positions: [T]`` or ``[B, T]`` index rows of ``cos, sin: [L, r]`` tables for ``x: [..., T, D]``."""
+    _check_positions(positions)
+    if positions.device != cos.device:
+        raise ValueError(f"positions are on {positions.device} but cos/sin on {cos.device}; move them to one device")
+    T = x.shape[-2]
+    if positions.dim() not in (1, 2) or positions.shape[-1] != T:
+        raise ValueError(
+            f"positions must be [T] or [B, T] with T = {T} ({name}'s second-to-last dim), got shape "
+            f"{tuple(positions.shape)}"
+        )
+    if positions.dim() == 2 and (x.dim() < 3 or positions.shape[0] not in (1, x.shape[0])):
+        raise ValueError(
+            f"positions of shape {tuple(positions.shape)} must be [B, T] with B = {name}.shape[0] "
+            f"for {name} of shape {tuple(x.shape)} ([B, H, T, D]); use positions [T] to share them across the batch"
+        )
+    if positions.numel() and not torch.compiler.is_compiling():  # data-dependent check: eager only
+        lo, hi = int(positions.min()), int(positions.max())
+        if lo < 0 or hi >= cos.shape[0]:
+            raise ValueError(
+                f"positions range over [{lo}, {hi}] but the cos/sin table has {cos.shape[0]} rows; positions must "
+                f"be in [0, {cos.shape[0] - 1}]: build the table for at least {hi + 1} positions"
+            )
+
+
+def _check_rotary_args(x, cos, sin, positions, name: str = "x") -> None:
+    if positions is None:
+        _check_rotary_inputs(x, cos, sin, name)
+        return
+    if isinstance(cos, torch.Tensor) and (cos.dim() != 2 or cos.shape[0] == 0):
+        raise ValueError(
+            f"with positions=, cos and sin must be [L, rotary_dim/2] tables (one row per position, L >= 1), got "
+            f"shape {tuple(cos.shape)}; build them with rope_cos_sin(inv_freq, torch.arange(L)) or drop positions="
+        )
+    if isinstance(x, torch.Tensor) and isinstance(sin, torch.Tensor) and x.dim() >= 2:
+        # Validate dtypes and widths on the per-token view: one table row stands in for each of the T tokens.
+        _check_rotary_inputs(x, cos[:1].expand(x.shape[-2], -1), sin[:1].expand(x.shape[-2], -1), name)
+    else:
+        _check_rotary_inputs(x, cos, sin, name)
+    if cos.shape != sin.shape:
+        raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
+    _check_table_positions(x, cos, positions, name)
+
+
+def apply_rotary(
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    *,
+    interleaved: bool = False,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Rotate the first ``2 * cos.shape[-1]`` features of ``x``; the rest pass through.
 
     Args:
@@ -151,12 +202,15 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, inter
         cos, sin: ``[..., T, r]`` from :func:`rope_cos_sin`, broadcast over x's leading dims.
         interleaved: pairs ``(x[2j], x[2j+1])`` (GPT-J, RoFormer, Meta Llama checkpoints) instead of the
             half pairing ``(x[j], x[j+r])`` (Hugging Face Llama, GPT-NeoX, Qwen).
+        positions: optional integer ``[T]`` or ``[B, T]`` (B = x.shape[0]); cos and sin are then ``[L, r]``
+            tables and token t uses row ``positions[..., t]`` (per-token positions, KV-cache offsets, packed
+            sequences) without building a ``[B, T, r]`` table.
 
     Returns:
         A new ``[..., T, D]`` tensor of x's dtype (computed in float32 for bf16/fp16).
     """
-    _check_rotary_inputs(x, cos, sin)
-    return dispatch.apply_rotary(x, cos, sin, interleaved=interleaved)
+    _check_rotary_args(x, cos, sin, positions)
+    return dispatch.apply_rotary(x, cos, sin, interleaved=interleaved, positions=positions)
 
 
 def apply_rotary_qk(
@@ -167,14 +221,16 @@ def apply_rotary_qk(
     *,
     interleaved: bool = False,
     inplace: bool = False,
+    positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate queries and keys with the same table. ``q: [..., Hq, T, D]``, ``k: [..., Hk, T, D]``.
 
     q and k may have different head counts (GQA/MQA) and head dims' pass-through parts are kept.
     With ``inplace=True`` q and k are overwritten and returned (they must not require grad).
+    ``positions`` as in :func:`apply_rotary` (cos/sin are then ``[L, r]`` tables).
     """
-    _check_rotary_inputs(q, cos, sin, "q")
-    _check_rotary_inputs(k, cos, sin, "k")
+    _check_rotary_args(q, cos, sin, positions, "q")
+    _check_rotary_args(k, cos, sin, positions, "k")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must have the same head_dim, got {q.shape[-1]} and {k.shape[-1]}")
-    return dispatch.apply_rotary_qk(q, k, cos, sin, interleaved=interleaved, inplace=inplace)
+    return dispatch.apply_rotary_qk(q, k, cos, sin, interleaved=interleaved, inplace=inplace, positions=positions)

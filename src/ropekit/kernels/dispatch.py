@@ -1,20 +1,116 @@
 """Backend selection for the rotary ops. Inputs are validated by :mod:`ropekit.functional` first.
 
-Legend: ``x, q, k: [..., T, D]``, ``cos, sin: [..., T, r]``.
+Legend: ``x, q, k: [..., T, D]``; ``r = rotary_dim / 2``; ``cos, sin: [..., T, r]`` broadcast over x, or with
+``positions: [T]`` / ``[B, T]`` (B = x's first dim) tables ``[L, r]`` whose row ``positions[..., t]`` is used.
+
+The fused op (:mod:`ropekit.kernels.ops`) takes 4-D ``[B, H, T, D]`` views; this module makes them without
+copying (merging leading dims only where that is a view) and falls back to the reference when it cannot:
+cos/sin that require grad (learned frequencies), q and k of different dtypes or ranks, or layouts that would
+need a copy. The reference is also what ``use_backend("reference")`` runs.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ropekit.kernels import ops
+from ropekit.kernels.backend import current_backend
 from ropekit.reference import apply_rotary_reference
 
 __all__ = ["apply_rotary", "apply_rotary_qk"]
 
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool) -> torch.Tensor:
-    """Out-of-place rotation ``[..., T, D] -> [..., T, D]``."""
+
+def _gather(cos: torch.Tensor, positions: torch.Tensor | None, x_dim: int) -> torch.Tensor:
+    """Table rows for the reference path: ``[L, r]`` + positions ``[B, T]`` -> ``[B, 1, ..., 1, T, r]``."""
+    if positions is None:
+        return cos
+    rows = cos[positions]  # [T, r] or [B, T, r]
+    if positions.dim() == 2:
+        rows = rows.view(rows.shape[0], *([1] * (x_dim - 3)), *rows.shape[1:])  # [B, 1.., T, r]
+    return rows
+
+
+def _as_4d(x: torch.Tensor) -> torch.Tensor | None:
+    """``[..., H, T, D] -> [B, H, T, D]`` as a view (None if merging the leading dims would copy)."""
+    if x.dim() <= 4:
+        return x.view(*([1] * (4 - x.dim())), *x.shape)
+    try:
+        return x.view(-1, *x.shape[-3:])  # [prod(lead), H, T, D]
+    except RuntimeError:
+        return None
+
+
+def _table_4d(cos: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    """cos ``[..., T, r]`` broadcast to x's rank, as ``[Bc, Hc, Tc, r]`` (None if not a view)."""
+    c = cos.view(*([1] * (x.dim() - cos.dim())), *cos.shape)  # same rank as x
+    if c.dim() <= 4:
+        return c.view(*([1] * (4 - c.dim())), *c.shape)
+    lead = c.shape[:-3]
+    if all(n == 1 for n in lead):
+        return c.view(1, *c.shape[-3:])
+    if tuple(lead) != tuple(x.shape[:-3]):
+        return None
+    try:
+        return c.view(-1, *c.shape[-3:])
+    except RuntimeError:
+        return None
+
+
+def _reference(x: torch.Tensor, cos, sin, positions, interleaved: bool) -> torch.Tensor:
+    cos, sin = _gather(cos, positions, x.dim()), _gather(sin, positions, x.dim())
     return apply_rotary_reference(x, cos, sin, interleaved=interleaved)
+
+
+def _prepare(q, k, cos, sin, positions):
+    """4-D views and compute-dtype tables for the fused op, or None when the reference must run."""
+    if cos.requires_grad or sin.requires_grad or q.dtype != k.dtype or q.dtype not in _FUSED_DTYPES:
+        return None
+    if q.dim() != k.dim() or q.device != k.device or cos.device != q.device:
+        return None
+    if positions is not None and positions.dim() == 2 and q.dim() > 4 and positions.shape[0] > 1:
+        return None  # [B, T] positions would need repeating over the merged leading dims
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32  # bf16/fp16 are computed in float32
+    q4, k4 = _as_4d(q), _as_4d(k)
+    if q4 is None or k4 is None or q4.stride(-1) != 1 or k4.stride(-1) != 1:
+        return None
+    if positions is not None:
+        pos = positions.to(torch.int64).reshape(-1, positions.shape[-1])  # [Bp, T]
+        c = cos.to(acc).contiguous()  # [L, r]
+        s = sin.to(acc).contiguous()
+        return q4, k4, c, s, pos
+    c4 = _table_4d(cos.to(acc), q)
+    s4 = _table_4d(sin.to(acc), q)
+    if c4 is None or s4 is None or c4.stride(-1) != 1 or c4.stride() != s4.stride():
+        c4, s4 = (None, None) if c4 is None or s4 is None else (c4.contiguous(), s4.contiguous())
+    if c4 is None:
+        return None
+    return q4, k4, c4, s4, None
+
+
+def _rotate(q, k, cos, sin, positions, interleaved: bool, inplace: bool):
+    """Shared body: ``k`` may be None (single tensor)."""
+    if inplace:
+        for name, t in (("q", q), ("k", k)):
+            if t is not None and t.requires_grad and torch.is_grad_enabled():
+                raise ValueError(f"inplace=True cannot overwrite {name}, which requires grad; use inplace=False")
+    backend = current_backend()
+    k_like = q if k is None else k
+    prepared = None if backend == "reference" else _prepare(q, k_like, cos, sin, positions)
+    if prepared is None:
+        outs = [_reference(t, cos, sin, positions, interleaved) for t in (q, k) if t is not None]
+        if inplace:
+            outs = [t.copy_(o) for t, o in zip((q, k), outs, strict=False)]
+        return outs[0], (outs[1] if k is not None else None)
+    q4, k4, c, s, pos = prepared
+    if k is None:
+        k4 = q4.new_empty(1, 1, 0, q4.shape[-1])  # [1, 1, 0, D]: no rows
+    if inplace:
+        ops.rotary_qk_(q4, k4, c, s, pos, interleaved, False, backend)
+        return q, k
+    q_out, k_out = ops.rotary_qk(q4, k4, c, s, pos, interleaved, False, backend)
+    return q_out.view(q.shape), (k_out.view(k.shape) if k is not None else None)
 
 
 def apply_rotary_qk(
@@ -25,13 +121,19 @@ def apply_rotary_qk(
     *,
     interleaved: bool,
     inplace: bool,
+    positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate q and k; with ``inplace`` the results are written back into q and k."""
-    q_out = apply_rotary_reference(q, cos, sin, interleaved=interleaved)
-    k_out = apply_rotary_reference(k, cos, sin, interleaved=interleaved)
-    if not inplace:
-        return q_out, k_out
-    for name, t in (("q", q), ("k", k)):
-        if t.requires_grad and torch.is_grad_enabled():
-            raise ValueError(f"inplace=True cannot overwrite {name}, which requires grad; use inplace=False")
-    return q.copy_(q_out), k.copy_(k_out)
+    """Rotate q and k in one pass; with ``inplace`` the results are written back into q and k."""
+    return _rotate(q, k, cos, sin, positions, interleaved, inplace)
+
+
+def apply_rotary(
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    *,
+    interleaved: bool,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Out-of-place rotation ``[..., T, D] -> [..., T, D]`` (the q-only case of :func:`apply_rotary_qk`)."""
+    return _rotate(x, None, cos, sin, positions, interleaved, False)[0]

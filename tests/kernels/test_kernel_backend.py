@@ -1,0 +1,74 @@
+"""Backend selection, the no-compiler fallback, and positions= validation."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from kernel_helpers import assert_matches, make_case, reference_qk
+
+from ropekit import apply_rotary, apply_rotary_qk
+from ropekit.kernels import cpu, current_backend, use_backend
+
+
+def test_use_backend_nests_and_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROPEKIT_BACKEND", "eager")
+    assert current_backend() == "eager"
+    with use_backend("reference"):
+        assert current_backend() == "reference"
+        with use_backend("cpp"):
+            assert current_backend() == "cpp"
+        assert current_backend() == "reference"
+    monkeypatch.setenv("ROPEKIT_BACKEND", "fast")
+    with pytest.raises(ValueError, match="ROPEKIT_BACKEND"):
+        current_backend()
+    with pytest.raises(ValueError, match="expected one of"), use_backend("cuda"):
+        pass
+
+
+def test_no_compiler_falls_back_to_eager_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "_state", {})  # forget the loaded module for this test only
+    monkeypatch.setenv("ROPEKIT_NO_BUILD", "1")
+    case = make_case(torch.bfloat16, "pos1d")
+    ref_q, ref_k = reference_qk(case, False)
+    with pytest.warns(RuntimeWarning, match="eager PyTorch fallback"), use_backend("cpp"):
+        out_q, out_k = apply_rotary_qk(case.q, case.k, case.cos, case.sin, positions=case.positions)
+    assert_matches(out_q, ref_q)
+    assert_matches(out_k, ref_k)
+    assert cpu.load_error() == "ROPEKIT_NO_BUILD=1 is set"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second call must not warn again
+        with use_backend("cpp"):
+            apply_rotary(case.q, case.cos, case.sin, positions=case.positions)
+
+
+def test_positions_errors_say_what_to_do() -> None:
+    case = make_case(torch.float32, "pos1d", T=5)  # tables of T + 9 = 14 rows
+    q, cos, sin = case.q, case.cos, case.sin
+    with pytest.raises(ValueError, match="table has 14 rows"):
+        apply_rotary(q, cos, sin, positions=torch.arange(5) + 10)
+    with pytest.raises(ValueError, match=r"\[0, 13\]"):
+        apply_rotary(q, cos, sin, positions=torch.tensor([0, 1, -1, 2, 3]))
+    with pytest.raises(ValueError, match=r"must be \[T\] or \[B, T\]"):
+        apply_rotary(q, cos, sin, positions=torch.arange(4))
+    with pytest.raises(ValueError, match=r"B = x\.shape\[0\]"):
+        apply_rotary(q, cos, sin, positions=torch.zeros(3, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer"):
+        apply_rotary(q, cos, sin, positions=torch.arange(5.0))
+    with pytest.raises(ValueError, match=r"\[L, rotary_dim/2\] tables"):
+        apply_rotary(q, cos[None], sin[None], positions=torch.arange(5))
+    with pytest.raises(ValueError, match="head_dim"):
+        apply_rotary(q[..., :8], cos, sin, positions=torch.arange(5))
+
+
+def test_compiled_kernel_checks_positions_itself() -> None:
+    """Below the validated API (e.g. under torch.compile, where the range check is skipped) the C++ kernel
+    still refuses out-of-range positions instead of reading out of bounds."""
+    module = cpu.load()
+    if module is None:
+        pytest.skip(f"compiled kernel unavailable: {cpu.load_error()}")
+    q = torch.randn(1, 1, 3, 8)
+    table = torch.randn(4, 4)
+    with pytest.raises(RuntimeError, match="outside the cos/sin table"):
+        module.rotary_qk(q, q, q.clone(), q.clone(), table, table, torch.tensor([[0, 9, 1]]), False, False)
