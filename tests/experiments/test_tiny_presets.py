@@ -16,6 +16,7 @@ import pytest
 from ropekit.experiments import experiment_names, load_experiment
 from ropekit.report import build_report
 
+WRITTEN_ELSEWHERE = {"vision"}  # the N-D work owns it; the report marks it missing until it lands
 SECTION_KEYS = {
     "name",
     "title",
@@ -48,7 +49,9 @@ def _available(name: str) -> bool:
 @pytest.mark.parametrize("name", experiment_names())
 def test_tiny_preset_outputs_are_well_formed(name: str, report: tuple[pathlib.Path, dict]) -> None:
     if not _available(name):
-        pytest.skip(f"ropekit.experiments.{name} is not written yet")
+        if name not in WRITTEN_ELSEWHERE:
+            pytest.fail(f"ropekit.experiments.{name} does not import")
+        pytest.skip(f"ropekit.experiments.{name} is written by another engineer and has not landed yet")
     out, data = report
     section = next(s for s in data["sections"] if s["name"] == name)
     assert section["status"] == "ok", section.get("traceback") or section.get("error")

@@ -34,7 +34,7 @@ from torch import nn
 
 from ropekit import apply_rotary, rope_cos_sin, rope_frequencies, sinusoidal_table
 
-__all__ = ["KINDS", "PosSpec", "TinyTransformer", "random_positions"]
+__all__ = ["KINDS", "PosSpec", "TinyLM", "TinyTransformer", "random_positions", "train_steps"]
 
 KINDS = ("rope", "prope", "rand_rope", "xpos", "alibi", "sinusoidal", "learned", "nope")
 
@@ -210,3 +210,51 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int = 20) -> float:
         return peak * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+class TinyLM(nn.Module):
+    """Decoder-only LM: :class:`TinyTransformer` (causal) plus an untied output layer. ``logits: [B, T, V]``."""
+
+    def __init__(
+        self, vocab_size: int, *, pos: PosSpec, d_model: int = 64, n_heads: int = 4, n_layers: int = 2
+    ) -> None:
+        super().__init__()
+        self.body = TinyTransformer(
+            vocab_size, d_model=d_model, n_heads=n_heads, n_layers=n_layers, pos=pos, causal=True
+        )
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+
+    def forward(self, ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.head(self.body(ids, **kwargs))
+
+
+def train_steps(
+    model: nn.Module,
+    loss_fn: Any,
+    batches: Any,
+    *,
+    steps: int,
+    lr: float,
+    desc: str,
+    weight_decay: float = 0.01,
+) -> list[float]:
+    """AdamW with warm-up + cosine decay and grad-norm clipping at 1; ``loss_fn(model, batch) -> scalar``.
+
+    Returns the training loss of every step.
+    """
+    from ropekit.experiments._common import progress
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+    model.train()
+    losses = []
+    for step in progress(range(steps), desc=desc):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, steps, lr, warmup=min(50, steps // 10 + 1))
+        loss = loss_fn(model, next(batches))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
