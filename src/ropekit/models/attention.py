@@ -1,0 +1,152 @@
+"""The one attention block all models share, on ``torch.nn.functional.scaled_dot_product_attention``.
+
+Legend: ``x: [B, T, C]`` (``C = d_model``), ``memory: [B, S, C]`` encoder output, ``q: [B, H, T, D]``,
+``k, v: [B, Hk, Tk, D]`` (``Hk`` KV heads, grouped-query attention when ``Hk < H``), ``key_mask: [B, Tk]`` bool
+(True = a real token), ``positions``: int offset or int64 ``[T]``/``[B, T]`` (see :mod:`ropekit.models.positions`).
+
+Causal masking is by token order (key ``j`` visible to query ``i`` iff ``j <= i`` in the sequence, cache included),
+never by position values, so randomized or explicit positions do not change what a token can see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ropekit.models.positions import PositionEncoding, positions_tensor
+
+__all__ = ["Attention", "KVCache", "LayerCache"]
+
+
+@dataclass
+class LayerCache:
+    """One layer's cached keys/values: self-attention ``k, v: [B, Hk, Tk, D]`` (already rotated) with their
+    positions ``[B, Tk]``; cross-attention keys/values of the encoder memory, computed once."""
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+    cross_k: torch.Tensor | None = None
+    cross_v: torch.Tensor | None = None
+
+
+@dataclass
+class KVCache:
+    """Cache for incremental decoding: one :class:`LayerCache` per decoder layer and the tokens seen so far."""
+
+    layers: list[LayerCache] = field(default_factory=list)
+    length: int = 0
+
+    @classmethod
+    def empty(cls, n_layers: int) -> KVCache:
+        return cls([LayerCache() for _ in range(n_layers)], 0)
+
+
+class Attention(nn.Module):
+    """Multi-head (grouped-query) attention with a pluggable position encoding.
+
+    Args:
+        d_model: model width ``C``; ``head_dim = C / n_heads``.
+        n_heads: query heads ``H``. n_kv_heads: key/value heads ``Hk`` (divides ``H``; default ``H``).
+        causal: mask future tokens (decoders). cross: keys/values come from ``memory`` and no position
+            encoding is applied (T5, the original Transformer).
+        dropout: attention-probability dropout while training.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        *,
+        causal: bool = False,
+        cross: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        n_kv_heads = n_kv_heads or n_heads
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        if n_heads % n_kv_heads:
+            raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
+        self.causal, self.cross, self.dropout = causal, cross, dropout
+        self.q_proj = nn.Linear(d_model, n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
+
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, n, self.head_dim).transpose(1, 2)  # [B, n, T, D]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pe: PositionEncoding | None = None,
+        positions: torch.Tensor | int = 0,
+        *,
+        memory: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
+        """``x: [B, T, C]`` -> ``[B, T, C]``. ``key_mask: [B, Tk]`` (memory's mask for cross-attention)."""
+        B, T, _ = x.shape
+        q = self._heads(self.q_proj(x), self.n_heads)  # [B, H, T, D]
+        bias = None
+        if self.cross:
+            if memory is None:
+                raise ValueError("cross-attention needs the encoder output: pass memory=[B, S, C]")
+            if cache is not None and cache.cross_k is not None:
+                k, v = cache.cross_k, cache.cross_v
+            else:
+                k = self._heads(self.k_proj(memory), self.n_kv_heads)  # [B, Hk, S, D]
+                v = self._heads(self.v_proj(memory), self.n_kv_heads)
+                if cache is not None:
+                    cache.cross_k, cache.cross_v = k, v
+            past = 0
+        else:
+            k = self._heads(self.k_proj(x), self.n_kv_heads)  # [B, Hk, T, D]
+            v = self._heads(self.v_proj(x), self.n_kv_heads)
+            if pe is not None:
+                q, k = pe.rotate(q, k, positions)
+            past = 0 if cache is None or cache.k is None else cache.k.shape[-2]
+            q_pos = positions_tensor(positions, T, x.device).expand(B, T)  # [B, T]
+            if cache is not None:
+                if cache.k is not None:
+                    k, v = torch.cat((cache.k, k), dim=-2), torch.cat((cache.v, v), dim=-2)  # [B, Hk, Tk, D]
+                    k_pos = torch.cat((cache.positions, q_pos), dim=-1)  # [B, Tk]
+                else:
+                    k_pos = q_pos
+                cache.k, cache.v, cache.positions = k, v, k_pos
+            else:
+                k_pos = q_pos
+            if pe is not None:
+                bias = pe.bias(q_pos, k_pos)  # [1 or B, H, T, Tk] or None
+        out = self._attend(q, k, v, bias, key_mask, past)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))  # [B, T, C]
+
+    def _attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None,
+        key_mask: torch.Tensor | None,
+        past: int,
+    ) -> torch.Tensor:
+        T, Tk = q.shape[-2], k.shape[-2]
+        dropout = self.dropout if self.training else 0.0
+        gqa = self.n_kv_heads != self.n_heads
+        if bias is None and key_mask is None and self.causal and past == 0 and Tk == T:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, enable_gqa=gqa)
+        mask = torch.zeros(1, 1, T, Tk, device=q.device, dtype=q.dtype) if bias is None else bias.to(q.dtype)
+        if self.causal:
+            visible = torch.arange(Tk, device=q.device) <= (past + torch.arange(T, device=q.device)).unsqueeze(-1)
+            mask = mask.masked_fill(~visible, float("-inf"))  # [.., T, Tk]
+        if key_mask is not None:
+            mask = mask.masked_fill(~key_mask[:, None, None, :], float("-inf"))  # [B, .., T, Tk]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)

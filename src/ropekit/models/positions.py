@@ -1,0 +1,404 @@
+"""Position encodings for the models, behind one small protocol and a registry.
+
+Legend: ``x: [B, T, C]`` hidden states (``C = d_model``), ``q: [B, Hq, T, D]``, ``k: [B, Hk, T, D]``,
+``positions``: an ``int`` offset (the default positions ``offset .. offset+T-1``) or an integer tensor
+``[T]`` / ``[B, T]``, ``bias: [1 or B, H, Tq, Tk]`` added to attention logits, ``r = rotary pairs``.
+
+Protocol (:class:`PositionEncoding`, every method has an identity default):
+
+* ``embed(x, positions) -> x``: absolute kinds add to the token embeddings once, before the first block.
+* ``rotate(q, k, positions) -> (q, k)``: rotary kinds, in every self-attention layer, before caching k.
+* ``bias(q_positions, k_positions) -> bias | None``: additive attention bias (ALiBi), tensors ``[T]``/``[B, T]``.
+
+Kinds (``POSITION_ENCODINGS``): ``none`` (NoPE), ``sinusoidal``, ``learned``, ``alibi``, ``rope`` (any Hugging Face
+``rope_parameters``: PI = ``linear``, ``ntk``, ``dynamic``, ``yarn``, ``longrope``, ``llama3``, ABF = a larger
+``rope_theta``; the aliases ``pi``/``ntk``/``dynamic``/``yarn``/``llama3``/``longrope`` set ``rope_type``), ``xpos``,
+``prope``, ``learned_freq``, ``receptive``. Any kind takes ``random_max=L``: while training, positions are a sorted
+random subset of ``[0, L)`` per row (Ruoss et al. 2023); evaluation and generation use the default positions.
+
+A spec is a name or a mapping ``{"kind": name, **options}`` (JSON-friendly; options are the constructor's keyword
+arguments). Adding a kind is one class decorated with ``@register_position_encoding("name")``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ropekit.functional import apply_rotary_qk, rope_cos_sin
+from ropekit.modules import RotaryEmbedding, sinusoidal_table
+from ropekit.scaling import rope_frequencies
+
+__all__ = [
+    "POSITION_ENCODINGS",
+    "ROPE_ALIASES",
+    "Dims",
+    "PositionEncoding",
+    "alibi_slopes",
+    "build_position_encoding",
+    "normalise_position_spec",
+    "positions_tensor",
+    "random_positions",
+    "register_position_encoding",
+]
+
+POSITION_ENCODINGS: dict[str, type[PositionEncoding]] = {}
+# --pe aliases for RoPE scaling variants: the alias becomes ``rope`` with this ``rope_type``
+ROPE_ALIASES = {
+    "pi": "linear",
+    "ntk": "ntk",
+    "dynamic": "dynamic",
+    "yarn": "yarn",
+    "llama3": "llama3",
+    "longrope": "longrope",
+}
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Model sizes a position encoding may need."""
+
+    d_model: int
+    n_heads: int
+    head_dim: int
+    max_len: int
+
+
+def register_position_encoding(name: str) -> Callable[[type[PositionEncoding]], type[PositionEncoding]]:
+    """Class decorator adding a kind to :data:`POSITION_ENCODINGS` under ``name``."""
+
+    def add(cls: type[PositionEncoding]) -> type[PositionEncoding]:
+        if name in POSITION_ENCODINGS:
+            raise ValueError(f"position encoding {name!r} is already registered")
+        cls.kind = name
+        POSITION_ENCODINGS[name] = cls
+        return cls
+
+    return add
+
+
+def positions_tensor(positions: torch.Tensor | int, T: int, device: torch.device) -> torch.Tensor:
+    """``positions`` as an int64 tensor: ``[T]`` for an int offset, unchanged for a tensor."""
+    if isinstance(positions, int):
+        return torch.arange(positions, positions + T, device=device)
+    return positions
+
+
+def random_positions(
+    batch: int, length: int, max_position: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Sorted random subsets of ``[0, max_position)`` (Ruoss et al. 2023): int64 ``[batch, length]``."""
+    if length > max_position:
+        raise ValueError(
+            f"random_max={max_position} is smaller than the sequence length {length}; "
+            f"random positions need random_max >= T (e.g. 4 * the training length)"
+        )
+    scores = torch.rand(batch, max_position, generator=generator)
+    return scores.topk(length, dim=-1).indices.sort(dim=-1).values  # [B, T] distinct, increasing
+
+
+class PositionEncoding(nn.Module):
+    """Base class: identity for every hook. Subclasses override the hooks their kind uses."""
+
+    kind = "base"
+    random_max: int | None = None
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor | int) -> torch.Tensor:
+        """``x: [B, T, C]`` -> ``[B, T, C]`` (absolute kinds add their encoding)."""
+        return x
+
+    def rotate(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q: [B, Hq, T, D]``, ``k: [B, Hk, T, D]`` -> same shapes (rotary kinds rotate)."""
+        return q, k
+
+    def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor | None:
+        """``[Tq]``/``[B, Tq]`` and ``[Tk]``/``[B, Tk]`` -> ``[1 or B, H, Tq, Tk]`` or ``None``."""
+        return None
+
+
+@register_position_encoding("none")
+class NoPE(PositionEncoding):
+    """No position information (NoPE): a causal decoder still infers order from the mask."""
+
+    def __init__(self, dims: Dims) -> None:
+        super().__init__()
+
+
+@register_position_encoding("sinusoidal")
+class Sinusoidal(PositionEncoding):
+    """Vaswani et al. (2017) fixed table added to the embeddings (``ropekit.sinusoidal_table``)."""
+
+    def __init__(self, dims: Dims, base: float = 10_000.0) -> None:
+        super().__init__()
+        self.dim, self.base = dims.d_model, base
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor | int) -> torch.Tensor:
+        pos = positions_tensor(positions, x.shape[-2], x.device)
+        table = sinusoidal_table(pos, self.dim, base=self.base).to(x.dtype)  # [T, C] or [B, T, C]
+        return x + table
+
+
+@register_position_encoding("learned")
+class LearnedAbsolute(PositionEncoding):
+    """A trained table ``[max_len, C]`` added to the embeddings (GPT-2); positions must be < ``max_len``."""
+
+    def __init__(self, dims: Dims, init_std: float = 0.02) -> None:
+        super().__init__()
+        self.table = nn.Embedding(dims.max_len, dims.d_model)
+        nn.init.normal_(self.table.weight, std=init_std)
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor | int) -> torch.Tensor:
+        pos = positions_tensor(positions, x.shape[-2], x.device)
+        n = self.table.num_embeddings
+        if pos.numel() and int(pos.max()) >= n:
+            raise ValueError(
+                f"learned positions cover 0..{n - 1} (max_len={n}) but got position {int(pos.max())}; "
+                f"build the model with a larger max_len or use a relative encoding"
+            )
+        return x + self.table(pos)  # [T, C] or [B, T, C] broadcast over B
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """``[H]`` ALiBi slopes (Press et al. 2022): ``2^(-8h/n)`` for the nearest power of two ``n <= H``; for other
+    ``H`` the odd-indexed slopes of ``2n`` heads fill the rest (the paper's recipe)."""
+    n = 2 ** math.floor(math.log2(n_heads))
+    slopes = [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
+    extra = [2.0 ** (-8.0 * (h + 1) / (2 * n)) for h in range(0, 2 * n, 2)][: n_heads - n]
+    return torch.tensor(slopes + extra, dtype=torch.float32)
+
+
+@register_position_encoding("alibi")
+class ALiBi(PositionEncoding):
+    """Linear distance bias ``-slope_h * |i - j|`` added to the logits (causal decoders see only ``j <= i``)."""
+
+    slopes: torch.Tensor
+
+    def __init__(self, dims: Dims) -> None:
+        super().__init__()
+        self.register_buffer("slopes", alibi_slopes(dims.n_heads), persistent=False)
+
+    def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+        dist = (q_positions.unsqueeze(-1) - k_positions.unsqueeze(-2)).abs().float()  # [Tq, Tk] or [B, Tq, Tk]
+        if dist.dim() == 2:
+            dist = dist.unsqueeze(0)  # [1, Tq, Tk]
+        return -self.slopes.view(1, -1, 1, 1) * dist.unsqueeze(1)  # [1 or B, H, Tq, Tk]
+
+
+@register_position_encoding("rope")
+class RoPE(PositionEncoding):
+    """Rotary embedding with any Hugging Face ``rope_parameters`` (``ropekit.RotaryEmbedding``).
+
+    ``interleaved``: pair ``(x[2j], x[2j+1])`` (GPT-J, RoFormer) instead of the half layout (HF Llama, NeoX).
+    """
+
+    def __init__(
+        self,
+        dims: Dims,
+        rope_parameters: Mapping[str, Any] | None = None,
+        interleaved: bool = False,
+        max_position_embeddings: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.rotary = RotaryEmbedding(
+            dims.head_dim,
+            rope_parameters,
+            interleaved=interleaved,
+            max_position_embeddings=max_position_embeddings or dims.max_len,
+        )
+
+    def rotate(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.rotary(q, k, positions)
+
+
+def _pair_to_features(t: torch.Tensor, interleaved: bool) -> torch.Tensor:
+    """Per-pair values ``[..., r]`` -> per-feature ``[..., 2r]`` in the given layout."""
+    return t.repeat_interleave(2, dim=-1) if interleaved else torch.cat((t, t), dim=-1)
+
+
+class _TableRotary(PositionEncoding):
+    """Shared code of rotary kinds that build cos/sin themselves and call ``ropekit.apply_rotary_qk``."""
+
+    interleaved = False
+
+    def angles_cos_sin(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def rotate(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = positions_tensor(positions, q.shape[-2], q.device)
+        cos, sin = self.angles_cos_sin(pos)  # [T, r] or [B, T, r]
+        if cos.dim() == 3:
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [B, 1, T, r]: broadcast over heads
+        return apply_rotary_qk(q, k, cos, sin, interleaved=self.interleaved)
+
+
+@register_position_encoding("prope")
+class PRoPE(_TableRotary):
+    """p-RoPE (Barbero et al. 2024): only the highest-frequency fraction ``p`` of pairs rotates; the rest get
+    frequency 0 (identity). ``p=1`` is RoPE, ``p=0`` is NoPE."""
+
+    inv_freq: torch.Tensor
+
+    def __init__(self, dims: Dims, p: float = 0.75, rope_theta: float = 10_000.0, interleaved: bool = False) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p-RoPE needs 0 <= p <= 1 (fraction of pairs that rotate), got p={p}")
+        inv_freq, _ = rope_frequencies({"rope_type": "default", "rope_theta": rope_theta}, head_dim=dims.head_dim)
+        keep = round(p * inv_freq.numel())  # inv_freq is decreasing: the first `keep` are the highest
+        inv_freq[keep:] = 0.0
+        self.p, self.interleaved = p, interleaved
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def angles_cos_sin(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return rope_cos_sin(self.inv_freq, pos)
+
+
+@register_position_encoding("xpos")
+class XPos(_TableRotary):
+    """xPos (Sun et al. 2022): RoPE with ``q * zeta_j^(n/B)`` and ``k * zeta_j^(-n/B)``,
+    ``zeta_j = (2j/d + 0.4) / 1.4`` for pair ``j`` of ``d = head_dim``; logits decay with distance."""
+
+    inv_freq: torch.Tensor
+    zeta: torch.Tensor
+
+    def __init__(
+        self, dims: Dims, scale_base: float = 512.0, rope_theta: float = 10_000.0, interleaved: bool = False
+    ) -> None:
+        super().__init__()
+        inv_freq, _ = rope_frequencies({"rope_type": "default", "rope_theta": rope_theta}, head_dim=dims.head_dim)
+        r = inv_freq.numel()
+        zeta = (2.0 * torch.arange(r, dtype=torch.float32) / (2 * r) + 0.4) / 1.4  # [r]
+        self.scale_base, self.interleaved = scale_base, interleaved
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("zeta", zeta, persistent=False)
+
+    def angles_cos_sin(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return rope_cos_sin(self.inv_freq, pos)
+
+    def rotate(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = positions_tensor(positions, q.shape[-2], q.device)
+        # scale in float32: zeta^(n/B) for n in the thousands stays well inside the float32 range
+        scale = self.zeta ** (pos.float().unsqueeze(-1) / self.scale_base)  # [T, r] or [B, T, r]
+        scale = _pair_to_features(scale, self.interleaved)  # [T, D] or [B, T, D]
+        if scale.dim() == 3:
+            scale = scale.unsqueeze(1)  # [B, 1, T, D]
+        q = (q.float() * scale).to(q.dtype)
+        k = (k.float() / scale).to(k.dtype)
+        return super().rotate(q, k, positions)
+
+
+@register_position_encoding("learned_freq")
+class LearnedFrequencies(_TableRotary):
+    """RoPE whose frequencies are trained (one set shared by all heads, stored as ``log inv_freq``)."""
+
+    def __init__(self, dims: Dims, rope_theta: float = 10_000.0, interleaved: bool = False) -> None:
+        super().__init__()
+        inv_freq, _ = rope_frequencies({"rope_type": "default", "rope_theta": rope_theta}, head_dim=dims.head_dim)
+        self.log_inv_freq = nn.Parameter(inv_freq.log())
+        self.interleaved = interleaved
+
+    def angles_cos_sin(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # float32 angles so gradients reach the frequencies; fine at training lengths (error ~1e-4 at 4k)
+        angles = pos.float().unsqueeze(-1) * self.log_inv_freq.exp()  # [T, r] or [B, T, r]
+        return angles.cos(), angles.sin()
+
+
+@register_position_encoding("receptive")
+class ReceptiveField(_TableRotary):
+    """Receptive-field RoPE (seed 004): ``theta*_j = alpha / 10000^rho + (1 - alpha) * theta_j``.
+
+    ``alpha`` is learned through a sigmoid (stays in (0, 1)); ``rho`` is learned when ``learn_rho``. The extra
+    shared frequency ``phi = alpha / 10000^rho`` modulates every pair: large ``phi`` concentrates attention near
+    the diagonal, small ``phi`` flattens it.
+    """
+
+    inv_freq: torch.Tensor
+
+    def __init__(
+        self,
+        dims: Dims,
+        alpha: float = 0.1,
+        rho: float = 0.5,
+        learn_rho: bool = True,
+        rope_theta: float = 10_000.0,
+        interleaved: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"receptive-field RoPE needs 0 < alpha < 1 (initial mixing weight), got {alpha}")
+        inv_freq, _ = rope_frequencies({"rope_type": "default", "rope_theta": rope_theta}, head_dim=dims.head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.alpha_logit = nn.Parameter(torch.tensor(math.log(alpha / (1.0 - alpha))))
+        self.rho = nn.Parameter(torch.tensor(float(rho)), requires_grad=learn_rho)
+        self.interleaved = interleaved
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return torch.sigmoid(self.alpha_logit)
+
+    def frequencies(self) -> torch.Tensor:
+        """``theta*: [r]``, differentiable in ``alpha`` and ``rho``."""
+        alpha = self.alpha
+        phi = alpha * torch.pow(torch.tensor(10_000.0, device=alpha.device), -self.rho)
+        return phi + (1.0 - alpha) * self.inv_freq
+
+    def angles_cos_sin(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = pos.float().unsqueeze(-1) * self.frequencies()  # [T, r] or [B, T, r], float32 as above
+        return angles.cos(), angles.sin()
+
+
+def normalise_position_spec(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A spec as a plain dict ``{"kind": ..., **options}``; resolves the RoPE aliases (``"yarn"`` etc.)."""
+    if spec is None:
+        spec = "rope"
+    out: dict[str, Any] = {"kind": spec} if isinstance(spec, str) else dict(spec)
+    if "kind" not in out:
+        raise ValueError(f"position spec {dict(out)} has no 'kind'; expected e.g. {{'kind': 'rope'}}")
+    kind = out["kind"]
+    if kind in ROPE_ALIASES:
+        params = dict(out.get("rope_parameters") or {})
+        params.setdefault("rope_type", ROPE_ALIASES[kind])  # other keys (factor, ...) are checked by ropekit
+        out = {**out, "kind": "rope", "rope_parameters": params}
+    elif kind not in POSITION_ENCODINGS:
+        close = difflib.get_close_matches(str(kind), [*POSITION_ENCODINGS, *ROPE_ALIASES], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown position encoding {kind!r}{hint} (known: {', '.join([*POSITION_ENCODINGS, *ROPE_ALIASES])})"
+        )
+    return out
+
+
+def build_position_encoding(spec: str | Mapping[str, Any] | None, dims: Dims) -> PositionEncoding:
+    """Build the encoding named by ``spec`` (see the module docstring) for a model of size ``dims``."""
+    options = normalise_position_spec(spec)
+    kind = options.pop("kind")
+    random_max = options.pop("random_max", None)
+    cls = POSITION_ENCODINGS[kind]
+    try:
+        pe = cls(dims, **options)
+    except TypeError as e:
+        import inspect
+
+        valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "dims")]
+        raise ValueError(
+            f"bad options {sorted(options)} for position encoding {kind!r}: {e}; "
+            f"valid options: {[*valid, 'random_max']}"
+        ) from None
+    if random_max is not None:
+        if int(random_max) < 1:
+            raise ValueError(f"random_max must be a positive length, got {random_max}")
+        pe.random_max = int(random_max)
+    return pe

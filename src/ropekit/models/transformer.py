@@ -1,0 +1,351 @@
+"""Three small pre-norm transformers sharing one block: decoder LM, encoder classifier, encoder-decoder.
+
+Legend: ``ids: [B, T]`` int64 tokens, ``x: [B, T, C]`` hidden states (``C = d_model``), ``logits: [B, T, V]``
+(``V = vocab_size``) or ``[B, K]`` (``K = n_classes``), ``lengths: [B]`` real tokens per row (right padding),
+``positions``: ``None`` (default ``0..T-1``, or ``cache.length..`` when decoding), an int offset, or int64
+``[T]``/``[B, T]``.
+
+API::
+
+    cfg = ModelConfig(task="lm", vocab_size=261, d_model=64, n_heads=4, n_layers=2, max_len=256,
+                      pe={"kind": "rope", "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+    model = build_model(cfg)                  # DecoderLM | EncoderClassifier | Seq2Seq
+    logits = model(ids)                       # [B, T, V]
+    out = model.generate(ids, 32, top_k=1)    # [B, T + 32], KV-cached
+
+``pe`` is the position encoding spec of :mod:`ropekit.models.positions`; the config is JSON-friendly
+(``to_dict``/``from_dict``), which is what checkpoints store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ropekit.models.attention import Attention, KVCache, LayerCache
+from ropekit.models.positions import Dims, PositionEncoding, build_position_encoding, normalise_position_spec
+from ropekit.models.positions import random_positions as _random_positions
+
+__all__ = ["TASKS", "Block", "DecoderLM", "EncoderClassifier", "ModelConfig", "Seq2Seq", "build_model"]
+
+TASKS = ("lm", "classify", "seq2seq")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes, task and position encoding of a model (JSON-friendly).
+
+    ``task``: ``lm`` (decoder), ``classify`` (encoder + mean pool + linear head), ``seq2seq`` (``n_layers``
+    encoder and decoder layers). ``max_len`` sizes learned tables and the initial RoPE table (not a hard limit
+    for relative kinds). ``d_ff`` defaults to ``4 * d_model``.
+    """
+
+    task: str = "lm"
+    vocab_size: int = 261
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    n_kv_heads: int | None = None
+    d_ff: int | None = None
+    max_len: int = 512
+    dropout: float = 0.0
+    n_classes: int = 2
+    pe: dict[str, Any] = field(default_factory=lambda: {"kind": "rope"})
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        object.__setattr__(self, "pe", normalise_position_spec(self.pe))
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def dims(self) -> Dims:
+        return Dims(self.d_model, self.n_heads, self.head_dim, self.max_len)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            raise ValueError(
+                f"unknown model config key(s) {unknown}"
+                + (f"; did you mean {close[0]!r}?" if close else f"; valid keys: {names}")
+            )
+        return cls(**data)
+
+
+class Block(nn.Module):
+    """Pre-norm block: self-attention, optional cross-attention, GELU MLP, each with a residual."""
+
+    def __init__(self, cfg: ModelConfig, *, causal: bool, cross: bool = False) -> None:
+        super().__init__()
+        C = cfg.d_model
+        self.norm1 = nn.LayerNorm(C)
+        self.attn = Attention(C, cfg.n_heads, cfg.n_kv_heads, causal=causal, dropout=cfg.dropout)
+        self.cross = None
+        if cross:
+            self.norm_x = nn.LayerNorm(C)
+            self.cross = Attention(C, cfg.n_heads, cfg.n_kv_heads, cross=True, dropout=cfg.dropout)
+        self.norm2 = nn.LayerNorm(C)
+        self.mlp = nn.Sequential(nn.Linear(C, cfg.d_ff or 4 * C), nn.GELU(), nn.Linear(cfg.d_ff or 4 * C, C))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pe: PositionEncoding,
+        positions: torch.Tensor | int,
+        *,
+        key_mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
+        """``x: [B, T, C]`` -> ``[B, T, C]``."""
+        x = x + self.drop(self.attn(self.norm1(x), pe, positions, key_mask=key_mask, cache=cache))
+        if self.cross is not None:
+            x = x + self.drop(self.cross(self.norm_x(x), memory=memory, key_mask=memory_mask, cache=cache))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+def _init_weights(module: nn.Module, n_layers: int) -> None:
+    for name, p in module.named_parameters():
+        if p.dim() == 2 and ("proj" in name or "mlp" in name or "embed" in name or "head" in name):
+            std = 0.02 / math.sqrt(2 * n_layers) if name.endswith(("o_proj.weight", "mlp.2.weight")) else 0.02
+            nn.init.normal_(p, std=std)
+        elif name.endswith("bias") and ("mlp" in name or "head" in name):
+            nn.init.zeros_(p)
+
+
+class _Stack(nn.Module):
+    """Position encoding -> blocks -> final norm on token embeddings, shared by all three models."""
+
+    def __init__(self, cfg: ModelConfig, *, causal: bool, cross: bool = False) -> None:
+        super().__init__()
+        self.pe = build_position_encoding(cfg.pe, cfg.dims())
+        self.blocks = nn.ModuleList([Block(cfg, causal=causal, cross=cross) for _ in range(cfg.n_layers)])
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def resolve_positions(
+        self, ids: torch.Tensor, positions: torch.Tensor | int | None, offset: int
+    ) -> torch.Tensor | int:
+        """Explicit positions win; else random ones while training with ``random_max``; else ``offset``."""
+        if positions is not None:
+            if isinstance(positions, torch.Tensor) and positions.shape[-1] != ids.shape[-1]:
+                raise ValueError(f"positions has {positions.shape[-1]} entries but ids has T={ids.shape[-1]} tokens")
+            return positions
+        if self.training and self.pe.random_max is not None and offset == 0:
+            return _random_positions(ids.shape[0], ids.shape[1], self.pe.random_max).to(ids.device)  # [B, T]
+        return offset
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor | int | None = None,
+        *,
+        key_mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings ``x: [B, T, C]`` -> normalised hidden states ``[B, T, C]``."""
+        offset = cache.length if cache is not None else 0
+        pos = self.resolve_positions(x[..., 0], positions, offset)
+        x = self.drop(self.pe.embed(x, pos))  # [B, T, C]
+        for i, block in enumerate(self.blocks):
+            layer_cache = cache.layers[i] if cache is not None else None
+            x = block(x, self.pe, pos, key_mask=key_mask, memory=memory, memory_mask=memory_mask, cache=layer_cache)
+        if cache is not None:
+            cache.length += x.shape[1]
+        return self.norm(x)
+
+
+def _check_ids(ids: torch.Tensor, vocab_size: int) -> None:
+    if ids.dim() != 2 or ids.dtype != torch.int64:
+        raise ValueError(f"ids must be int64 [B, T], got {ids.dtype} {tuple(ids.shape)}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(f"token ids must be in [0, {vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]")
+
+
+def _sample(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``logits: [B, V]`` -> next ids ``[B, 1]``; ``temperature == 0`` or ``top_k == 1`` is greedy."""
+    if temperature == 0 or top_k == 1:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # [B, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)
+
+
+class DecoderLM(nn.Module):
+    """Decoder-only language model (causal self-attention, tied input/output embedding)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.decoder = _Stack(cfg, causal=True)
+        _init_weights(self, cfg.n_layers)
+
+    def new_cache(self) -> KVCache:
+        return KVCache.empty(len(self.decoder.blocks))
+
+    def forward(
+        self, ids: torch.Tensor, positions: torch.Tensor | int | None = None, *, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        """``ids: [B, T]`` -> ``logits: [B, T, V]``; with ``cache`` the tokens continue the cached ones."""
+        _check_ids(ids, self.config.vocab_size)
+        h = self.decoder(self.embed(ids), positions, cache=cache)
+        return F.linear(h, self.embed.weight)  # tied head: no duplicated tensor in checkpoints
+
+    @torch.no_grad()
+    def generate(
+        self,
+        ids: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue ``ids: [B, T]`` by up to ``max_new_tokens`` tokens -> ``[B, T + n]`` (stops when every row
+        has produced ``eos_id``). Uses the KV cache: one prefill pass, then one token per step."""
+        cache = self.new_cache()
+        logits = self(ids, cache=cache)[:, -1]  # [B, V]
+        out, done = [ids], torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        for _ in range(max_new_tokens):
+            nxt = _sample(logits, temperature, top_k, generator)  # [B, 1]
+            out.append(nxt)
+            if eos_id is not None:
+                done |= nxt.squeeze(-1) == eos_id
+                if bool(done.all()):
+                    break
+            logits = self(nxt, cache=cache)[:, -1]
+        return torch.cat(out, dim=1)
+
+
+def lengths_to_mask(lengths: torch.Tensor | None, T: int, device: torch.device) -> torch.Tensor | None:
+    """``lengths: [B]`` -> ``[B, T]`` bool, True for real tokens (right padding)."""
+    if lengths is None:
+        return None
+    return torch.arange(T, device=device) < lengths.to(device).unsqueeze(-1)
+
+
+class EncoderClassifier(nn.Module):
+    """Bidirectional encoder, mean-pooled over real tokens, then a linear head to ``n_classes``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.encoder = _Stack(cfg, causal=False)
+        self.head = nn.Linear(cfg.d_model, cfg.n_classes)
+        _init_weights(self, cfg.n_layers)
+
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor | None = None, positions: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """``ids: [B, T]``, ``lengths: [B]`` -> ``logits: [B, K]``."""
+        _check_ids(ids, self.config.vocab_size)
+        mask = lengths_to_mask(lengths, ids.shape[1], ids.device)  # [B, T] or None
+        h = self.encoder(self.embed(ids), positions, key_mask=mask)  # [B, T, C]
+        if mask is None:
+            pooled = h.mean(1)
+        else:
+            w = mask.unsqueeze(-1).to(h.dtype)  # [B, T, 1]
+            pooled = (h * w).sum(1) / w.sum(1).clamp(min=1.0)  # [B, C]
+        return self.head(pooled)
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder (the original Transformer layout, pre-norm): shared embedding, tied output head;
+    position encoding in both self-attentions, none in cross-attention."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.encoder = _Stack(cfg, causal=False)
+        self.decoder = _Stack(cfg, causal=True, cross=True)
+        _init_weights(self, cfg.n_layers)
+
+    def new_cache(self) -> KVCache:
+        return KVCache.empty(len(self.decoder.blocks))
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+        """``src: [B, S]`` -> ``(memory [B, S, C], memory_mask [B, S] or None)``."""
+        _check_ids(src, self.config.vocab_size)
+        mask = lengths_to_mask(src_lengths, src.shape[1], src.device)
+        return self.encoder(self.embed(src), key_mask=mask), mask
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        tgt: torch.Tensor,
+        src_lengths: torch.Tensor | None = None,
+        *,
+        positions: torch.Tensor | int | None = None,
+        cache: KVCache | None = None,
+        memory: tuple[torch.Tensor, Any] | None = None,
+    ) -> torch.Tensor:
+        """``src: [B, S]``, ``tgt: [B, T]`` (decoder input, starting with bos) -> ``logits: [B, T, V]``.
+        Pass ``memory=self.encode(...)`` to reuse an encoding (generation does)."""
+        _check_ids(tgt, self.config.vocab_size)
+        mem, mem_mask = memory if memory is not None else self.encode(src, src_lengths)
+        h = self.decoder(self.embed(tgt), positions, memory=mem, memory_mask=mem_mask, cache=cache)
+        return F.linear(h, self.embed.weight)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        src: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        bos_id: int,
+        eos_id: int | None = None,
+        src_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Greedy decoding -> ``[B, 1 + n]`` starting with ``bos_id`` (KV-cached)."""
+        memory = self.encode(src, src_lengths)
+        cache = self.new_cache()
+        out = torch.full((src.shape[0], 1), bos_id, dtype=torch.int64, device=src.device)
+        nxt, done = out, torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
+        for _ in range(max_new_tokens):
+            logits = self(src, nxt, cache=cache, memory=memory)[:, -1]  # [B, V]
+            nxt = logits.argmax(-1, keepdim=True)
+            out = torch.cat((out, nxt), dim=1)
+            if eos_id is not None:
+                done |= nxt.squeeze(-1) == eos_id
+                if bool(done.all()):
+                    break
+        return out
+
+
+_MODELS: dict[str, type[nn.Module]] = {"lm": DecoderLM, "classify": EncoderClassifier, "seq2seq": Seq2Seq}
+
+
+def build_model(cfg: ModelConfig | dict[str, Any]) -> DecoderLM | EncoderClassifier | Seq2Seq:
+    """The model for ``cfg.task`` (a :class:`ModelConfig` or its dict)."""
+    if isinstance(cfg, dict):
+        cfg = ModelConfig.from_dict(cfg)
+    return _MODELS[cfg.task](cfg)  # type: ignore[return-value]
