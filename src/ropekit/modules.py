@@ -133,6 +133,27 @@ class RotaryEmbedding(nn.Module):
         self._build(length, state)
 
     # ------------------------------------------------------------------ public
+    def frequencies(self, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+        """``(inv_freq: [r] float32, attention_factor)`` in the scaling state of a sequence of length ``seq_len``.
+
+        Static types ignore ``seq_len``. For dynamic NTK and LongRoPE it picks the state (the base, the
+        short/long factor set) exactly as :meth:`cos_sin` does; :func:`ropekit.cache.rerotate` uses it to move
+        cached keys from one state to another. Does not touch the module's tables.
+        """
+        if seq_len is not None and not (isinstance(seq_len, int) and not isinstance(seq_len, bool) and seq_len > 0):
+            raise ValueError(f"seq_len must be a positive integer or None, got {seq_len!r}")
+        state = self._state_for(seq_len)
+        if self.spec.rope_type == "dynamic":
+            length = state
+        elif self.spec.rope_type == "longrope" and state:
+            length = (self.spec.params.original_max_position_embeddings or self.max_position_embeddings) + 1
+        else:
+            length = None
+        inv_freq, attention_factor = rope_frequencies(
+            self.spec, head_dim=self.head_dim, max_position_embeddings=self.max_position_embeddings, seq_len=length
+        )
+        return inv_freq.to(self.inv_freq.device), attention_factor
+
     def cos_sin(
         self,
         T: int,

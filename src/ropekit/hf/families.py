@@ -1,0 +1,146 @@
+"""Tiny random transformers models of each supported family, for parity tests and the parity table.
+
+No downloads: models are built from configs (hidden 64, 2 layers, 4 heads of 16, vocab 128). Each rope case
+is written for a context of ``MAX_POS = 32`` with an original length of ``ORIGINAL = 8`` so that a 24-token
+sequence crosses dynamic NTK's threshold (16, half the context for ``dynamic``) and LongRoPE's switch.
+
+Legend: ``r = rotary_dim / 2`` (``rotary_dim = head_dim * partial_rotary_factor``; GPT-NeoX uses 0.25).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+
+__all__ = ["FAMILIES", "HEAD_DIM", "MAX_POS", "ORIGINAL", "ROPE_CASES", "UnsupportedCase", "rope_case", "tiny_model"]
+
+HEAD_DIM = 16
+MAX_POS = 32
+ORIGINAL = 8
+
+# family -> transformers model_type; Gemma 3's text model has rope parameters nested per layer type
+FAMILIES: dict[str, str] = {
+    "llama": "llama",
+    "mistral": "mistral",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "phi3": "phi3",
+    "gpt_neox": "gpt_neox",
+    "gemma": "gemma",
+    "gemma2": "gemma2",
+    "gemma3": "gemma3_text",
+}
+_PARTIAL = {"gpt_neox": 0.25}  # GPT-NeoX's rotary_pct default (Pythia)
+
+ROPE_CASES = (
+    "default",
+    "linear",
+    "ntk",
+    "dynamic",
+    "yarn",
+    "yarn_deepseek",
+    "yarn_gpt_oss",
+    "longrope",
+    "llama3",
+    "proportional",
+)
+
+
+class UnsupportedCase(ValueError):
+    """transformers itself rejects this family x rope case (e.g. Phi-3 with anything but default/longrope)."""
+
+
+def _longrope_factors(n: int) -> tuple[list[float], list[float]]:
+    rng = random.Random(n)
+    return [1.0 + 0.1 * rng.random() for _ in range(n)], [1.0 + 0.5 * i + rng.random() for i in range(n)]
+
+
+def rope_case(case: str, *, partial: float = 1.0) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
+    """``(hf_params, ropekit_override, max_position_embeddings)`` for one rope case.
+
+    ``hf_params`` configure the transformers model; ``ropekit_override`` (or ``None``) is passed to
+    :func:`ropekit.hf.patch` when transformers has no such type: ``ntk`` is checked against transformers
+    ``default`` with the NTK-enlarged base ``theta * factor ** (d / (d - 2))``, which is what it means.
+    """
+    theta = 10_000.0
+    p: dict[str, Any] = {"rope_theta": theta}
+    if partial != 1.0:
+        p["partial_rotary_factor"] = partial
+    dim = int(HEAD_DIM * partial)
+    original = {"original_max_position_embeddings": ORIGINAL}
+    if case == "default":
+        return {"rope_type": "default", **p}, None, MAX_POS
+    if case == "linear":
+        return {"rope_type": "linear", "factor": 2.0, **p}, None, MAX_POS
+    if case == "ntk":
+        factor = 4.0
+        enlarged = {**p, "rope_theta": theta * factor ** (dim / (dim - 2))}
+        return {"rope_type": "default", **enlarged}, {"rope_type": "ntk", "factor": factor, **p}, MAX_POS
+    if case == "dynamic":
+        return {"rope_type": "dynamic", "factor": 2.0, **p}, None, MAX_POS // 2
+    if case == "yarn":
+        return {"rope_type": "yarn", "factor": 4.0, **original, **p}, None, MAX_POS
+    if case == "yarn_deepseek":  # DeepSeek V2/V3 style: mscale and mscale_all_dim
+        extra = {"mscale": 0.707, "mscale_all_dim": 1.0, "beta_fast": 32.0, "beta_slow": 1.0}
+        return {"rope_type": "yarn", "factor": 4.0, **extra, **original, **p}, None, MAX_POS
+    if case == "yarn_gpt_oss":  # gpt-oss style: no floor/ceil of the ramp bounds
+        extra = {"truncate": False, "beta_fast": 32.0, "beta_slow": 1.0}
+        return {"rope_type": "yarn", "factor": 4.0, **extra, **original, **p}, None, MAX_POS
+    if case == "longrope":
+        short, long = _longrope_factors(dim // 2)
+        params = {"rope_type": "longrope", "short_factor": short, "long_factor": long, **original, **p}
+        return params, None, MAX_POS
+    if case == "llama3":
+        extra = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+        return {"rope_type": "llama3", **extra, **original, **p}, None, MAX_POS
+    if case == "proportional":
+        return {"rope_type": "proportional", "rope_theta": theta, "partial_rotary_factor": 0.5}, None, MAX_POS
+    raise ValueError(f"unknown rope case {case!r}; expected one of {ROPE_CASES}")
+
+
+def tiny_model(family: str, case: str, *, seed: int = 0) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+    """A random ``*ForCausalLM`` of ``family`` in eval mode, float32, eager attention, and the ropekit
+    override for :func:`ropekit.hf.patch` (``None`` unless the case needs one).
+
+    Gemma 3 gets the case on its ``full_attention`` layers and default RoPE on its sliding ones, as published.
+    Raises ``ValueError`` when transformers rejects the combination (Phi-3 accepts only default and longrope).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {sorted(FAMILIES)}")
+    partial = _PARTIAL.get(family, 1.0)
+    params, override, max_pos = rope_case(case, partial=partial)
+    kwargs: dict[str, Any] = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        head_dim=HEAD_DIM,
+        vocab_size=128,
+        max_position_embeddings=max_pos,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    if family != "gpt_neox":
+        kwargs["num_key_value_heads"] = 2  # GQA
+    if family == "phi3":
+        kwargs["original_max_position_embeddings"] = ORIGINAL  # Phi-3 keeps it at the top level
+    if family == "gemma3":
+        local = {"rope_type": "default", "rope_theta": 10_000.0}
+        params = {"full_attention": params, "sliding_attention": local}
+        override = {"full_attention": override} if override is not None else None
+        kwargs.update(layer_types=["sliding_attention", "full_attention"], sliding_window=16)
+    if family == "gemma2":
+        kwargs.update(sliding_window=16)
+    try:
+        config = AutoConfig.for_model(FAMILIES[family], rope_parameters=params, **kwargs)
+        config._attn_implementation = "eager"
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config).float().eval()
+    except Exception as e:  # transformers raises its own validation error types
+        raise UnsupportedCase(f"transformers rejects rope case {case!r} for {family}: {str(e).strip()[:200]}") from e
+    return model, override
