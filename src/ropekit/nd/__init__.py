@@ -1,0 +1,64 @@
+"""N-dimensional and multimodal RoPE: axial, RoPE-Mixed, M-RoPE (Qwen2-VL / Qwen3-VL), commuting Lie (STRING), LieRE.
+
+Tiers as in the 1-D core: :mod:`ropekit.nd.reference` (the math: ``exp(sum_k p_k G_k)``, Cayley, the toral
+fast form), :mod:`ropekit.nd.functional` and :mod:`ropekit.nd.mrope` (frequency builders, validated functions,
+position ids), :mod:`ropekit.nd.modules` (``nn.Module``s). :mod:`ropekit.nd.vit` holds the small ViT of the
+vision experiment. See ``docs/nd.md``.
+"""
+
+from ropekit.nd.functional import (
+    apply_liere,
+    apply_rotary_nd,
+    axial_frequencies,
+    frequencies_from_pair_axes,
+    grid_positions,
+    liere_rotation,
+    mixed_frequencies,
+    nd_cos_sin,
+    relativity_defect,
+)
+from ropekit.nd.modules import (
+    AxialRotaryEmbedding,
+    CommutingLieEmbedding,
+    LieREEmbedding,
+    MixedRotaryEmbedding,
+    MRotaryEmbedding,
+)
+from ropekit.nd.mrope import MROPE_LAYOUTS, mrope_cos_sin, mrope_pair_axes, mrope_position_ids
+from ropekit.nd.reference import (
+    apply_dense_lie,
+    apply_token_matrices,
+    apply_toral,
+    block_generators,
+    cayley,
+    dense_rotation,
+    nd_angles,
+)
+
+__all__ = [
+    "MROPE_LAYOUTS",
+    "AxialRotaryEmbedding",
+    "CommutingLieEmbedding",
+    "LieREEmbedding",
+    "MRotaryEmbedding",
+    "MixedRotaryEmbedding",
+    "apply_dense_lie",
+    "apply_liere",
+    "apply_rotary_nd",
+    "apply_token_matrices",
+    "apply_toral",
+    "axial_frequencies",
+    "block_generators",
+    "cayley",
+    "dense_rotation",
+    "frequencies_from_pair_axes",
+    "grid_positions",
+    "liere_rotation",
+    "mixed_frequencies",
+    "mrope_cos_sin",
+    "mrope_pair_axes",
+    "mrope_position_ids",
+    "nd_angles",
+    "nd_cos_sin",
+    "relativity_defect",
+]
