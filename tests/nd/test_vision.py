@@ -63,5 +63,16 @@ def test_tiny_preset_follows_the_protocol(tmp_path: pathlib.Path) -> None:
     assert json.loads((tmp_path / "sections" / "vision.json").read_text())["agreement"] == section["agreement"]
     rows = (tmp_path / "results" / "vision_accuracy.csv").read_text().splitlines()
     cfg = vision.PRESETS["tiny"]
-    assert len(rows) == 1 + len(cfg["encodings"]) * (len(cfg["resolutions"]) + len(cfg["shifts"]))
+    n_rotary = sum(e in ("axial", "mixed", "lie_commuting", "liere") for e in cfg["encodings"])
+    n_enc = len(cfg["encodings"])
+    assert len(rows) == 1 + n_enc * (len(cfg["resolutions"]) + len(cfg["shifts"])) + n_rotary * len(cfg["resolutions"])
     assert section["agreement"].split(" ")[0] in ("Agrees", "Partly", "Disagrees", "Undecided")
+
+
+def test_interpolated_positions_equal_default_at_training_grid() -> None:
+    torch.manual_seed(1)
+    model = TinyViT("axial", dim=16, depth=1, heads=2).eval()
+    x, big = torch.rand(2, 1, 28, 28), torch.rand(2, 1, 56, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, interpolate_positions=True), model(x))
+        assert (model(big, interpolate_positions=True) - model(big)).abs().max() > 1e-4

@@ -5,8 +5,9 @@ stratified split of MNIST 5k (:func:`ropekit.data.load_mnist_5k`; rows are sorte
 the same number of images from every class with its own fixed generator). It is then tested
 
 * at larger resolutions: the same images resized bilinearly to 42x42, 56x56, ... (6x6, 8x8 patch grids: more
-  patches, same content), with positions extrapolated for the rotary encodings and the learned absolute table
-  interpolated bilinearly (DeiT-style);
+  patches, same content), with positions extrapolated for the rotary encodings (as RoPE-ViT does; also measured
+  with positions interpolated into the training range) and the learned absolute table interpolated bilinearly
+  (DeiT-style);
 * under a constant shift ``s`` of every patch coordinate at 28x28 (``(row + s, col + s)``): relative encodings
   (axial, mixed, commuting Lie) cannot see it; LieRE and absolute can.
 
@@ -19,6 +20,7 @@ Legend: ``S`` image side, ``G = S / 7`` patches per side, ``s`` coordinate shift
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 import time
 from typing import Any
@@ -33,6 +35,7 @@ __all__ = ["NAME", "PRESETS", "TITLE", "evaluate", "run", "stratified_split"]
 NAME = "vision"
 TITLE = "Vision: 2-D position encodings in a small ViT on MNIST, tested at larger resolutions and shifted positions"
 
+_ROTARY = ("axial", "mixed", "lie_commuting", "liere")
 _ENCODINGS = ["absolute", "axial", "mixed", "lie_commuting", "liere"]
 _LABELS = {
     "absolute": "learned absolute (interp.)",
@@ -126,6 +129,7 @@ def evaluate(
     *,
     size: int,
     shift: float = 0.0,
+    interpolate_positions: bool = False,
     batch_size: int = 500,
 ) -> float:
     """Accuracy of ``model`` on ``images`` (uint8 ``[N, 28, 28]``) resized to ``size`` with coordinates shifted."""
@@ -133,7 +137,12 @@ def evaluate(
     correct = 0
     for start in range(0, images.shape[0], batch_size):
         x = _resize(images[start : start + batch_size], size)
-        correct += int((model(x, shift=shift).argmax(-1) == labels[start : start + batch_size]).sum())
+        correct += int(
+            (
+                model(x, shift=shift, interpolate_positions=interpolate_positions).argmax(-1)
+                == labels[start : start + batch_size]
+            ).sum()
+        )
     return correct / images.shape[0]
 
 
@@ -226,13 +235,14 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
                 "parameters": sum(p.numel() for p in model.parameters()),
             }
         )
-        for size in cfg["resolutions"]:
-            acc = evaluate(model, x_test, y_test, size=size)
+        tests = [("resolution", False)] + ([("resolution_interpolated", True)] if enc in _ROTARY else [])
+        for (test, interp), size in itertools.product(tests, cfg["resolutions"]):
+            acc = evaluate(model, x_test, y_test, size=size, interpolate_positions=interp)
             acc_rows.append(
                 {
                     "encoding": enc,
                     "seed": run_seed,
-                    "test": "resolution",
+                    "test": test,
                     "image_size": size,
                     "grid": size // _PATCH,
                     "shift": 0,
@@ -313,7 +323,8 @@ def _figures(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any]) -> N
             "image_size",
             "test image side (pixels; training: 28)",
             "resolution",
-            "Test accuracy vs image side: same digits resized, more 7x7 patches.",
+            "Test accuracy vs image side: same digits resized, more 7x7 patches (dashed: rotary positions "
+            "interpolated into the training range instead of extrapolated).",
         ),
         (
             "shift",
@@ -325,9 +336,12 @@ def _figures(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any]) -> N
     ):
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
         xs = cfg["resolutions"] if test == "resolution" else cfg["shifts"]
-        for enc in cfg["encodings"]:
+        for i, enc in enumerate(cfg["encodings"]):
             ys = [_mean_acc(rows, enc, test, key, x) for x in xs]
-            ax.plot(xs, ys, marker="o", label=_LABELS[enc])
+            ax.plot(xs, ys, marker="o", color=f"C{i}", label=_LABELS[enc])
+            if test == "resolution" and enc in _ROTARY:
+                ys = [_mean_acc(rows, enc, "resolution_interpolated", key, x) for x in xs]
+                ax.plot(xs, ys, marker="x", ls="--", color=f"C{i}", alpha=0.7)
         if test == "shift":
             ax.set_xscale("symlog", linthresh=1)
         ax.axhline(0.1, color="grey", lw=0.8, ls=":")
@@ -360,6 +374,17 @@ def _findings(
             + ", ".join(f"{_LABELS[e]} {up[e]:.3f}" for e in encs)
             + f"; best: {_LABELS[max(encs, key=lambda e: up[e])]}."
         )
+    rotary = [e for e in encs if e in _ROTARY]
+    if larger and rotary:
+        interp = {
+            e: mean_std([_mean_acc(acc_rows, e, "resolution_interpolated", "image_size", s) for s in larger])[0]
+            for e in rotary
+        }
+        findings.append(
+            "Same larger sizes with rotary positions interpolated (step (G0-1)/(G-1)) instead of extrapolated: "
+            + ", ".join(f"{_LABELS[e]} {interp[e]:.3f} (extrapolated {up[e]:.3f})" for e in rotary)
+            + "."
+        )
     shifts = cfg["shifts"]
     drift = {
         e: max(
@@ -375,11 +400,11 @@ def _findings(
     defect = {
         e: max([r["relative_score_change"] for r in rel_rows if r["encoding"] == e], default=float("nan")) for e in encs
     }
-    rotary = [e for e in encs if defect[e] == defect[e]]
-    if rotary:
+    measured = [e for e in encs if defect[e] == defect[e]]
+    if measured:
         findings.append(
             "Relativity defect of the trained rotary layers, max |S(p+s) - S(p)| / max |S(p)|: "
-            + ", ".join(f"{_LABELS[e]} {defect[e]:.1e}" for e in rotary)
+            + ", ".join(f"{_LABELS[e]} {defect[e]:.1e}" for e in measured)
             + "."
         )
 

@@ -110,8 +110,13 @@ class TinyViT(nn.Module):
         pe = F.grid_sample(self.table.unsqueeze(0), grid, mode="bilinear", padding_mode="border", align_corners=True)
         return pe[0].flatten(1).T  # [G*G, dim]
 
-    def forward(self, images: torch.Tensor, *, shift: float = 0.0) -> torch.Tensor:
-        """``images: [B, 1, S, S]`` -> logits ``[B, n_classes]``; ``shift`` moves every patch coordinate."""
+    def forward(self, images: torch.Tensor, *, shift: float = 0.0, interpolate_positions: bool = False) -> torch.Tensor:
+        """``images: [B, 1, S, S]`` -> logits ``[B, n_classes]``; ``shift`` moves every patch coordinate.
+
+        ``interpolate_positions``: rotary coordinates step by ``(G0 - 1) / (G - 1)`` so a larger grid spans the
+        training range (position interpolation); default: integer patch indices (extrapolation, as RoPE-ViT).
+        The absolute table is always interpolated.
+        """
         if images.dim() != 4 or images.shape[1] != 1 or images.shape[-1] % self.patch:
             raise ValueError(
                 f"images must be [B, 1, S, S] with S a multiple of patch={self.patch}, got {tuple(images.shape)}"
@@ -121,7 +126,8 @@ class TinyViT(nn.Module):
         x = x.flatten(2).transpose(1, 2)  # [B, T, dim], row-major patches
         if self.table is not None:
             x = x + self._absolute(G, shift)
-        positions = grid_positions(G, G, offset=shift)  # [T, 2], same order as the patches
+        step = (self.grid0 - 1) / max(G - 1, 1) if interpolate_positions else 1.0
+        positions = grid_positions(G, G, offset=shift, step=step)  # [T, 2], same order as the patches
         for block in self.blocks:
             x = block(x, positions)
         return self.head(self.norm(x.mean(dim=1)))  # [B, n_classes]
