@@ -17,6 +17,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "ropekit.verify",
     "ropekit.freqs",
     "ropekit.report.cli",
+    "ropekit.hf.convert",
 )
 
 

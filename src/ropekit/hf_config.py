@@ -8,7 +8,18 @@ Accepted shapes (REFERENCE.md section 2):
   GPT-NeoX's ``rotary_pct`` and ``rotary_emb_base``; ``type`` as an alias of ``rope_type``;
 * a top-level ``original_max_position_embeddings`` (Phi-3), which transformers copies into the
   parameters of ``yarn``, ``longrope`` and ``llama3``;
-* ``rope_interleave`` (DeepSeek V3) selects the interleaved pairing.
+* ``rope_interleave`` (DeepSeek V3) selects the interleaved pairing; GPT-J / CodeGen (``model_type``
+  ``gptj``/``codegen``) are interleaved and give the rotated width as a top-level ``rotary_dim``;
+* vendor aliases: ``deepseek_yarn`` (DeepSeek V2 remote code) is ``yarn`` with ``mscale``/``mscale_all_dim``;
+  ``su`` (early Phi-3) is ``longrope``, and so is ``yarn`` in a Phi-3 config (transformers' ``Phi3Config``
+  renames both); DeepSeek's MLA rotates ``qk_rope_head_dim`` features, which is returned as ``head_dim``;
+* Gemma 3 in the v4 shape: ``rope_local_base_freq`` is the base of ``layer_type="sliding_attention"``
+  (unscaled), ``rope_theta`` + ``rope_scaling`` those of ``"full_attention"``.
+
+Strictness: nothing that changes the rotation is dropped. Unknown ``rope_*``/``rotary_*`` top-level keys
+(a misspelt ``rope_scalling``), scaling keys without a type, a base given twice with different values and
+remote-code switches ropekit cannot reproduce (Qwen-1's ``use_dynamic_ntk``/``use_logn_attn``) raise
+``ValueError`` naming the key and the nearest valid one, where transformers would only log a warning.
 
 A config is a mapping (``config.json`` loaded as a dict) or any object with attributes (a transformers
 ``PretrainedConfig``).
@@ -16,6 +27,7 @@ A config is a mapping (``config.json`` loaded as a dict) or any object with attr
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from os import PathLike
@@ -26,6 +38,28 @@ from ropekit.scaling import parse_rope_parameters
 __all__ = ["from_hf_config", "load_config_file"]
 
 _MISSING = object()
+
+# top-level keys that concern the rotation and are read here (anything else named rope_*/rotary_* raises)
+_KNOWN_TOP_LEVEL = (
+    "rope_parameters",
+    "rope_scaling",
+    "rope_theta",
+    "rope_interleave",
+    "rope_local_base_freq",
+    "rotary_pct",
+    "rotary_emb_base",
+    "rotary_dim",
+    "partial_rotary_factor",
+    "original_max_position_embeddings",
+    "qk_rope_head_dim",
+)
+_TYPE_ALIASES = {"deepseek_yarn": "yarn", "su": "longrope"}
+_PHI3_TYPES = ("phi3", "phimoe")  # transformers' Phi3Config maps "yarn" to "longrope" too
+_INTERLEAVED_TYPES = ("gptj", "codegen")
+_UNSUPPORTED_SWITCHES = {
+    "use_dynamic_ntk": "Qwen-1's remote-code dynamic NTK (per-chunk base); ropekit has no equivalent",
+    "use_logn_attn": "Qwen-1's log-n attention scaling of queries; ropekit has no equivalent",
+}
 
 
 def _getter(config: Any):
@@ -52,6 +86,40 @@ def _present(value: Any) -> bool:
     return value is not _MISSING and value is not None
 
 
+def _check_top_level(config: Any, get) -> None:
+    """Raise for top-level keys whose effect on the rotation would otherwise be silently dropped."""
+    for key, why in _UNSUPPORTED_SWITCHES.items():
+        if get(key) is True:
+            raise ValueError(f"config sets {key}=true: {why}; set it to false or use rope_scaling instead")
+    if not isinstance(config, Mapping):
+        return  # attribute objects (PretrainedConfig) carry many unrelated attributes: keys are checked by name
+    for key in config:
+        if isinstance(key, str) and key.startswith(("rope", "rotary")) and key not in _KNOWN_TOP_LEVEL:
+            match = difflib.get_close_matches(key, _KNOWN_TOP_LEVEL, n=1, cutoff=0.6)
+            hint = f"; did you mean {match[0]!r}?" if match else ""
+            raise ValueError(
+                f"unknown rotary config key {key!r}{hint} ropekit reads {list(_KNOWN_TOP_LEVEL)}; a misspelt key "
+                "would silently drop the scaling, so rename or remove it"
+            )
+
+
+def _normalise_type(params: dict[str, Any], model_type: Any) -> None:
+    """Resolve ``type``/``rope_type`` vendor aliases in place."""
+    for key in ("rope_type", "type"):
+        value = params.get(key)
+        if value in _TYPE_ALIASES:
+            params[key] = _TYPE_ALIASES[value]
+        elif value == "yarn" and model_type in _PHI3_TYPES:
+            params[key] = "longrope"
+    has_type = "rope_type" in params or "type" in params
+    scaling = sorted(set(params) - {"rope_theta", "partial_rotary_factor"})
+    if scaling and not has_type:
+        raise ValueError(
+            f"rope parameters have scaling keys {scaling} but no 'rope_type' (or 'type'); transformers would fall "
+            "back to default RoPE and drop them: add e.g. 'rope_type': 'linear'"
+        )
+
+
 def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, Any]:
     """The arguments of :class:`ropekit.RotaryEmbedding` for a Hugging Face config.
 
@@ -69,6 +137,12 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
             raise ValueError(f"hidden_size {hidden} is not divisible by num_attention_heads {heads}")
         head_dim = hidden // heads
 
+    _check_top_level(config, get)
+    model_type = get("model_type")
+    rope_head_dim = get("qk_rope_head_dim")  # DeepSeek MLA: only this many features per head rotate
+    if _present(rope_head_dim):
+        head_dim = rope_head_dim
+
     params_v5, scaling_v4 = get("rope_parameters"), get("rope_scaling")
     if _present(params_v5) and _present(scaling_v4) and dict(params_v5) != dict(scaling_v4):
         raise ValueError("config has both 'rope_parameters' and 'rope_scaling' and they differ; keep one")
@@ -84,8 +158,18 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
         if layer_type not in nested:
             raise ValueError(f"layer_type {layer_type!r} not in the config's rope parameters {sorted(nested)}")
         params = dict(nested[layer_type])
+    elif _present(get("rope_local_base_freq")):  # Gemma 3, v4 shape: a separate unscaled base for local layers
+        if layer_type not in ("sliding_attention", "full_attention"):
+            raise ValueError(
+                "config has 'rope_local_base_freq' (Gemma 3: sliding layers use another base); pass "
+                "layer_type='sliding_attention' or layer_type='full_attention'"
+            )
+        if layer_type == "sliding_attention":
+            params = {"rope_type": "default", "rope_theta": get("rope_local_base_freq")}
+            nested = {"local": params}  # the top-level rope_theta is the global layers' base: no conflict check
     elif layer_type is not None:
         raise ValueError(f"layer_type={layer_type!r} given but the rope parameters are not nested per layer type")
+    _normalise_type(params, model_type)
 
     # top-level values fill in what the parameters lack (transformers' setdefault semantics)
     for key, aliases in (
@@ -93,6 +177,16 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
         ("partial_rotary_factor", ("partial_rotary_factor", "rotary_pct")),
     ):
         if key in params:
+            for alias in aliases:
+                value = get(alias)
+                if _present(value) and value != params[key] and not nested:
+                    raise ValueError(
+                        f"config gives {key}={params[key]} in its rope parameters and {alias}={value} at the top "
+                        "level; transformers keeps the first one: make them agree"
+                    )
+            continue
+        if key == "partial_rotary_factor" and model_type in _INTERLEAVED_TYPES and _present(get("rotary_dim")):
+            params[key] = get("rotary_dim") / head_dim  # GPT-J: rotary_dim=64 of head_dim=256
             continue
         for alias in aliases:
             value = get(alias)
@@ -113,6 +207,8 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
     max_pos = get("max_position_embeddings")
     max_pos = max_pos if _present(max_pos) else None
     interleave = get("rope_interleave")
+    if not _present(interleave) and model_type in _INTERLEAVED_TYPES:
+        interleave = True
     spec = parse_rope_parameters(params)  # raise now, naming the key, rather than at first forward
     return {
         "head_dim": int(head_dim),
