@@ -1,7 +1,8 @@
 """C++ source of the fused CPU rotary kernel, compiled on first use by :mod:`ropekit.kernels.cpu`.
 
 Legend: ``q: [B, Hq, T, D]``, ``k: [B, Hk, T, D]`` (any strides, unit stride on D), ``r = rotary_dim / 2``;
-``cos, sin: [Bc, Hc, Tc, r]`` with each leading size 1 (broadcast) or full, or, with ``positions: [Bp, T]`` int64,
+``cos, sin: [Bc, Hc, Tc, r]`` (or fewer leading dims, right-aligned) with each leading size 1 (broadcast)
+or full, or, with ``positions: [Bp, T]`` int64,
 tables ``[L, r]`` whose row ``positions[b, t]`` is used for token t of batch b.
 
 One pass over the rows of q and then k (``at::parallel_for`` over ``B*Hq*T + B*Hk*T`` rows). Each row is widened
@@ -16,6 +17,8 @@ CPP_SOURCE = r"""
 #include <cstdint>
 #include <cstring>
 #include <cmath>
+#include <type_traits>
+#include <algorithm>
 
 namespace {
 
@@ -33,6 +36,77 @@ struct BF16 { using raw = uint16_t; using acc = float;
     uint32_t rounded = (w + 0x7FFFu + ((w >> 16) & 1u)) >> 16;
     return (uint16_t)(std::isnan(v) ? 0x7FC0u : rounded);
   } };
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#define ROPEKIT_AVX512 1
+// 16 lanes of float32 compute for float32 and bf16 storage. Full-width loads/stores in the main loop, masked
+// ones only for a row's tail (masked stores are slow on Zen 4). No restrict: each step loads its lanes before
+// storing the same lanes, so in-place rows are safe. bf16 narrowing rounds to nearest even like torch, with
+// vcvtneps2bf16 where the CPU has AVX512-BF16 (one instruction; it also flushes bf16 denormals, |v| < 1.2e-38,
+// to zero) and with integer arithmetic otherwise.
+template <bool FULL> inline __m512 ld16(const float* p, __mmask16 m) {
+  return FULL ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+}
+template <bool FULL> inline void st16(float* p, __m512 v, __mmask16 m) {
+  if (FULL) _mm512_storeu_ps(p, v); else _mm512_mask_storeu_ps(p, m, v);
+}
+template <bool FULL> inline __m512 ld16(const uint16_t* p, __mmask16 m) {
+  const __m256i h = FULL ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)) : _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+template <bool FULL> inline void st16(uint16_t* p, __m512 v, __mmask16 m) {
+#ifdef __AVX512BF16__
+  const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+#else
+  __m512i w = _mm512_castps_si512(v);
+  __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(w, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(w, _mm512_set1_epi32(0x7FFF)), lsb), 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+  const __m256i h = _mm512_cvtepi32_epi16(r);
+#endif
+  if (FULL) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h); else _mm256_mask_storeu_epi16(p, m, h);
+}
+inline __mmask16 low_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }  // n < 16
+
+template <bool FULL, bool CONJ, typename R>
+inline void half_step(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s, __mmask16 m) {
+  const __m512 a = ld16<FULL>(xa, m), b = ld16<FULL>(xb, m), cj = ld16<FULL>(c, m);
+  __m512 sj = ld16<FULL>(s, m);
+  if (CONJ) sj = _mm512_sub_ps(_mm512_setzero_ps(), sj);
+  st16<FULL>(oa, _mm512_sub_ps(_mm512_mul_ps(a, cj), _mm512_mul_ps(b, sj)), m);
+  st16<FULL>(ob, _mm512_add_ps(_mm512_mul_ps(b, cj), _mm512_mul_ps(a, sj)), m);
+}
+
+template <typename R, bool CONJ>
+inline void rot_half_v(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s, int64_t n) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) half_step<true, CONJ>(xa + j, xb + j, oa + j, ob + j, c + j, s + j, 0xFFFF);
+  if (j < n) half_step<false, CONJ>(xa + j, xb + j, oa + j, ob + j, c + j, s + j, low_mask(n - j));
+}
+
+// Interleaved pairs in register: out = x * [c0 c0 c1 c1 ..] + swap_pairs(x) * [-s0 s0 -s1 s1 ..].
+template <bool FULL, bool CONJ, typename R>
+inline void inter_step(const R* x, R* o, const float* c, const float* s, __mmask16 m, __mmask16 mp) {
+  const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  const __m512 sign = CONJ ? _mm512_set_ps(-1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1)
+                           : _mm512_set_ps(1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1);
+  const __m512 v = ld16<FULL>(x, m);
+  const __m256 c8 = FULL ? _mm256_loadu_ps(c) : _mm256_maskz_loadu_ps(mp, c);
+  const __m256 s8 = FULL ? _mm256_loadu_ps(s) : _mm256_maskz_loadu_ps(mp, s);
+  const __m512 c16 = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(c8));
+  const __m512 s16 = _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_castps256_ps512(s8)), sign);
+  const __m512 swapped = _mm512_permute_ps(v, 0xB1);  // (x1, x0, x3, x2, ...)
+  st16<FULL>(o, _mm512_add_ps(_mm512_mul_ps(v, c16), _mm512_mul_ps(swapped, s16)), m);
+}
+
+template <typename R, bool CONJ>
+inline void rot_inter_v(const R* x, R* o, const float* c, const float* s, int64_t n) {
+  int64_t j = 0;  // pair index; 8 pairs = 16 features per step
+  for (; j + 8 <= n; j += 8) inter_step<true, CONJ>(x + 2 * j, o + 2 * j, c + j, s + j, 0xFFFF, 0xFF);
+  if (j < n) inter_step<false, CONJ>(x + 2 * j, o + 2 * j, c + j, s + j, low_mask(2 * (n - j)), low_mask(n - j));
+}
+#endif
 
 struct Side {  // one of q / k, viewed as [B, H, T, D]
   const void* x; void* o; int64_t B, H, T, D;
@@ -72,6 +146,16 @@ template <typename S, bool INTERLEAVED, bool CONJ>
 inline void rotate_row(const typename S::raw* x, typename S::raw* o, const typename S::acc* c,
                        const typename S::acc* s, int64_t r, int64_t d) {
   using R = typename S::raw;
+#ifdef ROPEKIT_AVX512
+  if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {
+    if (INTERLEAVED) rot_inter_v<R, CONJ>(x, o, c, s, r);
+    else rot_half_v<R, CONJ>(x, x + r, o, o + r, c, s, r);
+    if (static_cast<const void*>(x) != static_cast<void*>(o) && d > 2 * r) {
+      std::memcpy(o + 2 * r, x + 2 * r, (d - 2 * r) * sizeof(R));  // pass-through features (partial rotary)
+    }
+    return;
+  }
+#endif
   if (static_cast<const void*>(x) != static_cast<void*>(o)) {
     if (INTERLEAVED) rot_inter<S, CONJ>(x, o, c, s, r);
     else rot_half<S, CONJ>(x, x + r, o, o + r, c, s, r);
@@ -112,23 +196,28 @@ void run(const Side* sides, int n_sides, const at::Tensor& cos, const at::Tensor
   const int64_t total = rows[0] + rows[1];
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, sides[0].D));
   at::parallel_for(0, total, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      const int side_i = n < rows[0] ? 0 : 1;
+    for (int side_i = 0; side_i < n_sides; ++side_i) {  // this chunk's rows of q, then of k
+      const int64_t lo = side_i == 0 ? 0 : rows[0], hi = lo + rows[side_i];
+      const int64_t first = std::max(begin, lo), last = std::min(end, hi);
+      if (first >= last) continue;
       const Side& sd = sides[side_i];
-      const int64_t m = side_i == 0 ? n : n - rows[0];
-      const int64_t t = m % sd.T, bh = m / sd.T, h = bh % sd.H, b = bh / sd.H;
-      const R* x = static_cast<const R*>(sd.x) + b * sd.xb + h * sd.xh + t * sd.xt;
-      R* o = static_cast<R*>(sd.o) + b * sd.ob + h * sd.oh + t * sd.ot;
-      int64_t off;
-      if (pp != nullptr) {
-        const int64_t p = pp[b * pb + t * pt];
-        TORCH_CHECK(p >= 0 && p < L, "ropekit: position ", p, " is outside the cos/sin table of ", L,
-                    " rows; build the table for positions up to max(positions)");
-        off = p * crow;
-      } else {
-        off = b * sd.cb + h * sd.ch + t * sd.ct;
+      int64_t m = first - lo;
+      int64_t t = m % sd.T, h = (m / sd.T) % sd.H, b = m / (sd.T * sd.H);  // divide once, then count
+      for (; m < last - lo; ++m) {
+        const R* x = static_cast<const R*>(sd.x) + b * sd.xb + h * sd.xh + t * sd.xt;
+        R* o = static_cast<R*>(sd.o) + b * sd.ob + h * sd.oh + t * sd.ot;
+        int64_t off;
+        if (pp != nullptr) {
+          const int64_t p = pp[b * pb + t * pt];
+          TORCH_CHECK(p >= 0 && p < L, "ropekit: position ", p, " is outside the cos/sin table of ", L,
+                      " rows; build the table for positions up to max(positions)");
+          off = p * crow;
+        } else {
+          off = b * sd.cb + h * sd.ch + t * sd.ct;
+        }
+        rotate_row<S, INTERLEAVED, CONJ>(x, o, cp + off, sp + off, r, sd.D);
+        if (++t == sd.T) { t = 0; if (++h == sd.H) { h = 0; ++b; } }
       }
-      rotate_row<S, INTERLEAVED, CONJ>(x, o, cp + off, sp + off, r, sd.D);
     }
   });
 }
@@ -138,11 +227,14 @@ Side make_side(const at::Tensor& x, at::Tensor& o, const at::Tensor& cos, bool w
   TORCH_CHECK(x.stride(3) == 1 && o.stride(3) == 1, "ropekit: head_dim must have unit stride");
   Side s{x.data_ptr(), o.data_ptr(), x.size(0), x.size(1), x.size(2), x.size(3),
          x.stride(0), x.stride(1), x.stride(2), o.stride(0), o.stride(1), o.stride(2), 0, 0, 0};
-  if (!with_positions) {
-    TORCH_CHECK(cos.dim() == 4 && cos.stride(3) == 1, "ropekit: cos/sin must be [Bc, Hc, Tc, r] with unit stride");
-    s.cb = cos.size(0) == 1 ? 0 : cos.stride(0);
-    s.ch = cos.size(1) == 1 ? 0 : cos.stride(1);
-    s.ct = cos.size(2) == 1 ? 0 : cos.stride(2);
+  if (!with_positions) {  // cos: [r], [Tc, r], [Hc, Tc, r] or [Bc, Hc, Tc, r], right-aligned with [B, H, T, D]
+    const int64_t nd = cos.dim();
+    TORCH_CHECK(nd >= 1 && nd <= 4 && cos.stride(nd - 1) == 1, "ropekit: cos/sin must be [..., Tc, r], unit stride");
+    auto bstride = [&](int64_t from_end) -> int64_t {  // stride of dim nd-1-from_end, 0 if absent or size 1
+      const int64_t i = nd - 1 - from_end;
+      return (i < 0 || cos.size(i) == 1) ? 0 : cos.stride(i);
+    };
+    s.ct = bstride(1); s.ch = bstride(2); s.cb = bstride(3);
   }
   return s;
 }

@@ -64,29 +64,34 @@ def _reference(x: torch.Tensor, cos, sin, positions, interleaved: bool) -> torch
 
 
 def _prepare(q, k, cos, sin, positions):
-    """4-D views and compute-dtype tables for the fused op, or None when the reference must run."""
+    """Views and compute-dtype tables for the fused op, or None when the reference must run.
+
+    Kept cheap (a few microseconds): 4-D inputs and cos/sin of at most 4 dims pass through as they are; the
+    kernels right-align cos/sin with ``[B, H, T, D]`` and read size-1 dims as broadcast.
+    """
     if cos.requires_grad or sin.requires_grad or q.dtype != k.dtype or q.dtype not in _FUSED_DTYPES:
         return None
     if q.dim() != k.dim() or q.device != k.device or cos.device != q.device:
         return None
     if positions is not None and positions.dim() == 2 and q.dim() > 4 and positions.shape[0] > 1:
         return None  # [B, T] positions would need repeating over the merged leading dims
-    acc = torch.float64 if q.dtype == torch.float64 else torch.float32  # bf16/fp16 are computed in float32
-    q4, k4 = _as_4d(q), _as_4d(k)
+    q4, k4 = (q, k) if q.dim() == 4 else (_as_4d(q), _as_4d(k))
     if q4 is None or k4 is None or q4.stride(-1) != 1 or k4.stride(-1) != 1:
         return None
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32  # bf16/fp16 are computed in float32
+    if cos.dtype != acc:
+        cos, sin = cos.to(acc), sin.to(acc)
     if positions is not None:
-        pos = positions.to(torch.int64).reshape(-1, positions.shape[-1])  # [Bp, T]
-        c = cos.to(acc).contiguous()  # [L, r]
-        s = sin.to(acc).contiguous()
-        return q4, k4, c, s, pos
-    c4 = _table_4d(cos.to(acc), q)
-    s4 = _table_4d(sin.to(acc), q)
-    if c4 is None or s4 is None or c4.stride(-1) != 1 or c4.stride() != s4.stride():
-        c4, s4 = (None, None) if c4 is None or s4 is None else (c4.contiguous(), s4.contiguous())
-    if c4 is None:
-        return None
-    return q4, k4, c4, s4, None
+        if positions.dtype != torch.int64 or positions.dim() != 2:
+            positions = positions.to(torch.int64).reshape(-1, positions.shape[-1])  # [Bp, T]
+        return q4, k4, cos.contiguous(), sin.contiguous(), positions
+    if cos.dim() > 4 or q.dim() > 4:
+        cos, sin = _table_4d(cos, q), _table_4d(sin, q)
+        if cos is None or sin is None:
+            return None
+    if cos.stride(-1) != 1 or cos.stride() != sin.stride():
+        cos, sin = cos.contiguous(), sin.contiguous()
+    return q4, k4, cos, sin, None
 
 
 def _rotate(q, k, cos, sin, positions, interleaved: bool, inplace: bool):
@@ -106,10 +111,21 @@ def _rotate(q, k, cos, sin, positions, interleaved: bool, inplace: bool):
     q4, k4, c, s, pos = prepared
     if k is None:
         k4 = q4.new_empty(1, 1, 0, q4.shape[-1])  # [1, 1, 0, D]: no rows
+    # Eager calls that need no autograd skip the custom-op machinery (10-25 us a call): same body, called directly.
+    direct = not torch.compiler.is_compiling() and not (
+        torch.is_grad_enabled() and (q.requires_grad or (k is not None and k.requires_grad))
+    )
     if inplace:
-        ops.rotary_qk_(q4, k4, c, s, pos, interleaved, False, backend)
+        if direct:
+            ops.run(backend, q4, k4, q4, k4, c, s, pos, interleaved, False)
+        else:
+            ops.rotary_qk_(q4, k4, c, s, pos, interleaved, False, backend)
         return q, k
-    q_out, k_out = ops.rotary_qk(q4, k4, c, s, pos, interleaved, False, backend)
+    if direct:
+        q_out, k_out = torch.empty_like(q4), torch.empty_like(k4)
+        ops.run(backend, q4, k4, q_out, k_out, c, s, pos, interleaved, False)
+    else:
+        q_out, k_out = ops.rotary_qk(q4, k4, c, s, pos, interleaved, False, backend)
     return q_out.view(q.shape), (k_out.view(k.shape) if k is not None else None)
 
 

@@ -1,7 +1,8 @@
 """The fused rotary ops as ``torch.library`` custom ops, with a backward that saves no activation.
 
 Legend: ``q: [B, Hq, T, D]``, ``k: [B, Hk, T, D]`` (4-D views prepared by :mod:`ropekit.kernels.dispatch`),
-``r = rotary_dim / 2``; without positions ``cos, sin: [Bc, Hc, Tc, r]`` (each leading size 1 or full); with
+``r = rotary_dim / 2``; without positions ``cos, sin: [Bc, Hc, Tc, r]`` (or fewer dims, right-aligned; each
+leading size 1 or full); with
 ``positions: [Bp, T]`` int64 (``Bp`` 1 or B) they are tables ``[L, r]``. cos/sin are float32 (float64 for
 float64 inputs). ``conj=True`` rotates by minus the angle.
 

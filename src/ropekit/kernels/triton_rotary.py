@@ -1,7 +1,8 @@
 """The Triton backend: one launch rotates the rows of q and then k (forward, or backward with ``conj``).
 
 Legend: ``q: [B, Hq, T, D]``, ``k: [B, Hk, T, D]`` (unit stride on D), ``r = rotary_dim / 2``; without positions
-``cos, sin: [Bc, Hc, Tc, r]`` (size-1 dims broadcast), with ``positions: [Bp, T]`` int64 tables ``[L, r]``.
+``cos, sin: [Bc, Hc, Tc, r]`` (or fewer leading dims, right-aligned; size-1 dims broadcast), with
+``positions: [Bp, T]`` int64 tables ``[L, r]``.
 cos/sin are float32 (float64 for float64 inputs) and set the compute type: bf16/fp16 rows are widened in
 registers and narrowed once on store.
 
@@ -119,8 +120,14 @@ def _rotary_qk_kernel(
 
 
 def _broadcast_strides(t: torch.Tensor) -> tuple[int, int, int]:
-    """Strides of the first three dims of ``[Bc, Hc, Tc, r]``, 0 where the size is 1."""
-    return tuple(0 if t.shape[i] == 1 else t.stride(i) for i in range(3))  # type: ignore[return-value]
+    """Strides of ``Bc, Hc, Tc`` of cos ``[..., Tc, r]`` right-aligned to ``[B, H, T, D]``; 0 if absent or size 1."""
+    nd = t.dim()
+
+    def stride(from_end: int) -> int:
+        i = nd - 1 - from_end
+        return 0 if i < 0 or t.shape[i] == 1 else t.stride(i)
+
+    return stride(3), stride(2), stride(1)
 
 
 def rotary_qk(q, k, q_out, k_out, cos, sin, positions, interleaved: bool, conj: bool) -> None:
