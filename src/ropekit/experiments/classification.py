@@ -40,8 +40,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_test": 64,
     },
     "quick": {
-        "max_len": 128,
-        "steps": 120,
+        "max_len": 96,
+        "steps": 100,
         "batch": 32,
         "d_model": 64,
         "n_layers": 2,

@@ -47,12 +47,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "train_len": 64,
         "multiples": [1, 2, 4, 8],
-        "steps": 300,
-        "finetune_steps": 50,
+        "steps": 250,
+        "finetune_steps": 40,
         "batch": 32,
         "d_model": 64,
         "n_layers": 2,
-        "eval_tokens": 8192,
+        "eval_tokens": 6144,
         "seeds": 1,
         "lr": 3e-3,
     },
@@ -72,6 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 SCALINGS = ("none", "PI", "NTK", "dynamic NTK", "YaRN", "Llama 3")
 REFERENCE_KINDS = ("alibi", "xpos", "nope")
+_LABELS = {"alibi": "ALiBi", "xpos": "xPos", "nope": "NoPE"}
 _THETA = 10000.0
 
 
@@ -179,7 +180,7 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
             )
             methods = SCALINGS if kind == "rope" else ("none",)
             for method in methods:
-                label = f"RoPE + {method}" if kind == "rope" else kind
+                label = f"RoPE + {method}" if kind == "rope" else _LABELS[kind]
                 evaluate(model, label, method, kind, "zero-shot", s, 1.0)
                 tuned = copy.deepcopy(model)
                 if kind == "rope":
@@ -214,8 +215,10 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
         ax.axvline(T, color="grey", ls=":", lw=0.8)
         if stage == "fine-tuned":
             ax.axvline(2 * T, color="grey", ls="-.", lw=0.8)
-        ax.set(xscale="log", xlabel="evaluation length (bytes)", title=f"{stage} (trained at {T})")
+        ax.set_xscale("log", base=2)
+        ax.minorticks_off()
         ax.set_xticks(lengths, [str(x) for x in lengths])
+        ax.set(xlabel="evaluation length (bytes)", title=f"{stage} (trained at {T})")
     axes[0].set_ylabel("validation loss (nats/byte)")
     axes[1].legend(fontsize=7, ncol=2)
     finite = [r["mean"] for r in summary if math.isfinite(r["mean"])]
@@ -299,8 +302,8 @@ def _findings(summary: list[dict[str, Any]], T: int, max_mult: int) -> tuple[lis
             at("RoPE + NTK", "zero-shot", max_mult), at("RoPE + YaRN", "zero-shot", max_mult)
         )
         < at("RoPE + PI", "zero-shot", max_mult),
-        "ALiBi degrades less than unscaled RoPE from 1x to the longest length": at("alibi", "zero-shot", max_mult)
-        - at("alibi", "zero-shot", 1)
+        "ALiBi degrades less than unscaled RoPE from 1x to the longest length": at("ALiBi", "zero-shot", max_mult)
+        - at("ALiBi", "zero-shot", 1)
         < none8 - none1,
     }
     return findings, checks

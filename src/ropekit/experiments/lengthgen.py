@@ -4,7 +4,7 @@ Each example is ``[BOS, x_1 .. x_n, SEP, y_1 .. y_n]`` with ``x_i`` uniform over
 ``y = x`` (copy) or ``y = reversed(x)`` (reverse). A small causal decoder is trained with the loss on the ``y``
 positions only, for ``n`` uniform in ``[1, train_max_n]``; it is evaluated (teacher-forced argmax) at ``n`` up to
 ``test_max_n``. Position encodings: RoPE, randomized-position RoPE (Ruoss et al. 2023; positions sampled from
-``[0, 2 test_max_n + 2)``), p-RoPE (p = 0.75), sinusoidal, ALiBi and NoPE.
+``[0, 2 test_max_n + 2)`` in training and at test), p-RoPE (p = 0.75), sinusoidal, ALiBi and NoPE.
 
 Legend: ``n`` sequence length to copy, ``T = 2n + 2`` tokens per example, ``ids: [B, T]``.
 """
@@ -46,8 +46,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_symbols": 16,
         "train_max_n": 16,
         "test_ns": [4, 8, 16, 24, 32, 48, 64],
-        "steps": 600,
-        "batch": 64,
+        "steps": 550,
+        "batch": 48,
         "d_model": 64,
         "n_layers": 2,
         "seeds": 1,
@@ -105,7 +105,10 @@ def _loss(model: TinyLM, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor |
 def _evaluate(model: TinyLM, n: int, cfg: dict[str, Any], gen: torch.Generator) -> tuple[float, float]:
     """Per-token and whole-sequence accuracy (teacher-forced argmax) at length ``n``."""
     ids, mask = make_batch(cfg["eval_examples"], n, cfg["n_symbols"], cfg["task"], gen)
-    pred = model(ids).argmax(-1)[:, :-1]  # [B, T-1]
+    positions = None
+    if model.body.pos.kind == "rand_rope":  # Ruoss et al. sample positions the same way at test time
+        positions = random_positions(ids.shape[0], ids.shape[1], model.body.pos.rand_max, gen)
+    pred = model(ids, positions=positions).argmax(-1)[:, :-1]  # [B, T-1]
     correct = (pred == ids[:, 1:]) | ~mask[:, :-1]
     token_acc = float((pred == ids[:, 1:])[mask[:, :-1]].float().mean())
     return token_acc, float(correct.all(dim=1).float().mean())

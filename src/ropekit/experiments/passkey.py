@@ -46,10 +46,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lm_weight": 0.1,
     },
     "quick": {
-        "train_len": 320,
+        "train_len": 288,
         "multiples": [1.0, 1.5, 2.0, 3.0],
         "depths": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "steps": 500,
+        "steps": 1000,
         "batch": 8,
         "d_model": 64,
         "n_layers": 2,

@@ -35,6 +35,7 @@ section{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(0,0,0,.08);
 .published{color:#4b5466;font-size:14px}
 ul.findings li{margin:3px 0}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:16px;margin-top:12px}
+figure.wide{grid-column:1/-1}
 figure{margin:0;background:#fafbfc;border:1px solid #e5e8ef;border-radius:8px;padding:10px}
 figure img{width:100%;height:auto;display:block}
 figcaption{font-size:13px;color:#4b5466;margin-top:6px;white-space:pre-line}
@@ -71,6 +72,28 @@ def _csv_table(root: pathlib.Path, rel: str) -> tuple[str, int]:
     more = f"first {len(shown)} of {len(body)} rows; " if len(body) > len(shown) else f"{len(body)} rows; "
     parts.append(f'<p class="muted">{_e(more)}full data: <a href="{_e(rel)}">{_e(rel)}</a></p>')
     return "".join(parts), len(body)
+
+
+def _png_aspect(path: pathlib.Path) -> float:
+    """Width / height from a PNG's IHDR chunk (1.0 when unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+        if head[:8] != b"\x89PNG\r\n\x1a\n":
+            return 1.0
+        w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        return w / h if h else 1.0
+    except OSError:
+        return 1.0
+
+
+def _verdict(sec: Mapping[str, Any]) -> str:
+    """The verdict word(s) an agreement text starts with, for the contents list."""
+    text = str(sec.get("agreement") or "")
+    for word in ("Partly agrees", "Agrees", "Disagrees", "Undecided"):
+        if text.startswith(word):
+            return word
+    return str(sec.get("status", "")) if sec.get("status") in ("failed", "missing") else ""
 
 
 def _agreement_class(text: str) -> str:
@@ -110,8 +133,9 @@ def _section(root: pathlib.Path, sec: Mapping[str, Any]) -> str:
     if figs:
         out.append("<div class='figs'>")
         for fig in figs:
+            wide = ' class="wide"' if _png_aspect(root / fig["path"]) > 1.9 else ""
             out.append(
-                f'<figure><img src="{_e(fig["path"])}" alt="{_e(fig.get("caption", ""))}" loading="lazy">'
+                f'<figure{wide}><img src="{_e(fig["path"])}" alt="{_e(fig.get("caption", ""))}" loading="lazy">'
                 f"<figcaption>{_e(fig.get('caption', ''))}</figcaption></figure>"
             )
         out.append("</div>")
@@ -137,7 +161,8 @@ def render_page(root: pathlib.Path, sections: Sequence[Mapping[str, Any]], meta:
     n_fig = sum(len(s.get("figures", []) or []) for s in sections)
     toc = "".join(
         f"<li><a href='#{_e(s.get('name'))}'>{_e(s.get('title', s.get('name')))}</a> "
-        f"<span class='badge {_e(s.get('status', 'ok'))}'>{_e(s.get('status', 'ok'))}</span></li>"
+        f"<span class='badge {_e(s.get('status', 'ok'))}'>{_e(s.get('status', 'ok'))}</span>"
+        f"<span class='muted'> {_e(_verdict(s))}</span></li>"
         for s in sections
     )
     meta_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta.items())

@@ -76,12 +76,17 @@ def _worker(name: str, preset: str, out_dir: str, seed: int) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     from ropekit.experiments import load_experiment
+    from ropekit.kernels.backend import current_backend, use_backend
 
+    # The models are tiny, so the compiled rotary kernel gains nothing here, while its first build costs 30-60 s
+    # per fresh machine: use the pure-PyTorch backend unless the user chose one with ROPEKIT_BACKEND.
+    backend = current_backend() if os.environ.get("ROPEKIT_BACKEND") else "eager"
     start = time.perf_counter()
     try:
         module = load_experiment(name)
-        section = module.run(preset, pathlib.Path(out_dir), seed=seed)
-        return {**section, "status": "ok"}
+        with use_backend(backend):
+            section = module.run(preset, pathlib.Path(out_dir), seed=seed)
+        return {**section, "status": "ok", "rotary_backend": backend}
     except Exception as e:  # one failed experiment must not sink the whole report
         return {
             "name": name,
@@ -153,6 +158,11 @@ def run_experiments(
             log(f"[FAILED] {name}: {section.get('error')}")
 
     todo.sort(key=lambda nk: -_last_runtime(out_dir, nk[0]))
+    if todo:
+        log(
+            f"[run]    {len(todo)} experiment(s) in {min(workers, len(todo))} process(es), longest first: "
+            + ", ".join(name for name, _ in todo)
+        )
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc=f"report ({preset})", unit="exp", disable=not todo, dynamic_ncols=True)
