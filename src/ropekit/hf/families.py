@@ -100,7 +100,9 @@ def rope_case(case: str, *, partial: float = 1.0) -> tuple[dict[str, Any], dict[
     raise ValueError(f"unknown rope case {case!r}; expected one of {ROPE_CASES}")
 
 
-def tiny_model(family: str, case: str, *, seed: int = 0) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+def tiny_model(
+    family: str, case: str, *, seed: int = 0, layers: int = 2
+) -> tuple[torch.nn.Module, dict[str, Any] | None]:
     """A random ``*ForCausalLM`` of ``family`` in eval mode, float32, eager attention, and the ropekit
     override for :func:`ropekit.hf.patch` (``None`` unless the case needs one).
 
@@ -116,7 +118,7 @@ def tiny_model(family: str, case: str, *, seed: int = 0) -> tuple[torch.nn.Modul
     kwargs: dict[str, Any] = dict(
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         head_dim=HEAD_DIM,
         vocab_size=128,
@@ -133,7 +135,7 @@ def tiny_model(family: str, case: str, *, seed: int = 0) -> tuple[torch.nn.Modul
         local = {"rope_type": "default", "rope_theta": 10_000.0}
         params = {"full_attention": params, "sliding_attention": local}
         override = {"full_attention": override} if override is not None else None
-        kwargs.update(layer_types=["sliding_attention", "full_attention"], sliding_window=16)
+        kwargs.update(layer_types=["sliding_attention", "full_attention"][-layers:], sliding_window=16)
     if family == "gemma2":
         kwargs.update(sliding_window=16)
     try:
