@@ -132,3 +132,16 @@ def test_liere_rotation_is_orthogonal_and_batched_positions_match() -> None:
         qs, ks = module(q[b : b + 1], k[b : b + 1], pos[b])
         torch.testing.assert_close(qb[b : b + 1], qs)
         torch.testing.assert_close(kb[b : b + 1], ks)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_is_one_rounding_of_float32(dtype: torch.dtype) -> None:
+    """bf16/fp16 inputs are widened once: the result is the float32 result rounded once (within 1 ulp)."""
+    D = 16
+    for name, enc in _encoders(2, D).items():
+        x = torch.randn(3, 7, D).to(dtype)
+        p = torch.rand(7, 2) * 10
+        out, ref = enc(x, p), enc(x.float(), p)
+        assert out.dtype == dtype, name
+        ulp = torch.finfo(dtype).eps * ref.abs().clamp_min(torch.finfo(dtype).tiny)
+        assert ((out.float() - ref).abs() <= ulp).all(), name

@@ -62,7 +62,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": 1,
     },
     "quick": {
-        "encodings": _ENCODINGS,
+        "encodings": [*_ENCODINGS, "none"],
         "train_per_class": 400,
         "test_per_class": 100,
         "epochs": 10,
@@ -344,6 +344,8 @@ def _figures(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any]) -> N
                 ax.plot(xs, ys, marker="x", ls="--", color=f"C{i}", alpha=0.7)
         if test == "shift":
             ax.set_xscale("symlog", linthresh=1)
+        if test == "resolution" and any(e in _ROTARY for e in cfg["encodings"]):
+            ax.plot([], [], ls="--", marker="x", color="grey", label="rotary, positions interpolated")
         ax.axhline(0.1, color="grey", lw=0.8, ls=":")
         ax.set(xlabel=xlabel, ylabel="test accuracy", ylim=(0, 1.02))
         ax.legend(fontsize=8)

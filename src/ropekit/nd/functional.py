@@ -195,7 +195,7 @@ def apply_liere(x: torch.Tensor, generators: torch.Tensor, positions: torch.Tens
     """
     if generators.dim() != 3 or generators.shape[-1] != generators.shape[-2] or generators.shape[-1] != x.shape[-1]:
         raise ValueError(f"generators must be [A, D, D] with D = head_dim {x.shape[-1]}, got {tuple(generators.shape)}")
-    return apply_token_matrices(x, liere_rotation(generators, positions).to(x.dtype))
+    return apply_token_matrices(x, liere_rotation(generators, positions))
 
 
 def liere_rotation(generators: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

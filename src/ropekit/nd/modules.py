@@ -176,7 +176,7 @@ class LieREEmbedding(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if q.shape[-1] != self.generators.shape[-1]:
             raise ValueError(f"q has head_dim {q.shape[-1]} but the generators are {tuple(self.generators.shape)}")
-        R = liere_rotation(self.generators, _batched(positions, self.n_axes)).to(q.dtype)  # [T, D, D] or [B,1,T,D,D]
+        R = liere_rotation(self.generators, _batched(positions, self.n_axes))  # [T, D, D] or [B,1,T,D,D]
         return apply_token_matrices(q, R), apply_token_matrices(k, R)
 
 

@@ -38,6 +38,10 @@ __all__ = [
 _TWO_PI = 2 * math.pi
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
+
+
 def nd_angles(freqs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Angles ``(positions @ freqs)`` reduced to ``[-pi, pi]``, float32: ``[..., T, r]``.
 
@@ -63,9 +67,12 @@ def apply_toral(
     cos, sin = torch.cos(angles), torch.sin(angles)
     if P is None:
         return apply_rotary_reference(x, cos, sin, interleaved=interleaved)
-    z = x @ P.to(x.dtype)  # [..., T, D]: P^T x
+    # bf16/fp16 are widened once: a D-term dot product in half precision loses several bits per basis change.
+    dtype = _compute_dtype(x)
+    Pc = P.to(dtype)
+    z = x.to(dtype) @ Pc  # [..., T, D]: P^T x
     z = apply_rotary_reference(z, cos, sin, interleaved=interleaved)  # [..., T, D]: B(p) P^T x
-    return z @ P.to(x.dtype).transpose(-1, -2)  # [..., T, D]: P B(p) P^T x
+    return (z @ Pc.transpose(-1, -2)).to(x.dtype)  # [..., T, D]: P B(p) P^T x
 
 
 def block_generators(freqs: torch.Tensor, head_dim: int, *, interleaved: bool = False) -> torch.Tensor:
@@ -108,7 +115,7 @@ def apply_dense_lie(x: torch.Tensor, generators: torch.Tensor, positions: torch.
 
     Generic and slow (one matrix exponential per token); for commuting generators use :func:`apply_toral`.
     """
-    R = dense_rotation(generators, positions).to(x.dtype)  # [..., T, D, D]
+    R = dense_rotation(generators, positions)  # [..., T, D, D]
     return apply_token_matrices(x, R)
 
 
@@ -118,6 +125,8 @@ def apply_token_matrices(x: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     With ``R: [T, D, D]`` (positions shared by the batch) this is one batched matmul over T, not a tiny matmul
     per (batch, head, token).
     """
+    dtype = _compute_dtype(x)  # bf16/fp16 widened once, as in the 1-D reference
+    xc, Rc = x.to(dtype), R.to(dtype)
     if R.dim() == 3:
-        return torch.einsum("...td,ted->...te", x, R)
-    return (R @ x.unsqueeze(-1)).squeeze(-1)
+        return torch.einsum("...td,ted->...te", xc, Rc).to(x.dtype)
+    return (Rc @ xc.unsqueeze(-1)).squeeze(-1).to(x.dtype)
