@@ -104,13 +104,25 @@ def save_model(model: torch.nn.Module, folder: str | os.PathLike[str]) -> Path:
 
 
 def load_model(folder: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild the model from ``folder/config.json`` and load ``folder/model.safetensors`` into it (eval mode)."""
+    """Rebuild the model from ``folder/config.json`` and load ``folder/model.safetensors`` into it (eval mode).
+
+    ``folder``: written by :func:`save_model`; a finished training run's ``out_dir``; one of its checkpoint step
+    folders (config from ``state.json``); or an unfinished run's ``out_dir`` (its latest checkpoint)."""
     folder = Path(folder)
-    cfg_data = read_json(folder / "config.json")
+    if not (folder / "model.safetensors").exists() and (folder / "latest.json").exists():
+        pointer = read_json(folder / "latest.json")  # a training run still in progress: its latest checkpoint
+        folder = folder / str(pointer.get("path", ""))
+    config_file = folder / "config.json" if (folder / "config.json").exists() else folder / "state.json"
+    if not config_file.exists():
+        raise CheckpointError(
+            f"{folder} holds neither config.json nor state.json; expected a folder written by "
+            f"ropekit.models.save_model or ropekit.train.train"
+        )
+    cfg_data = read_json(config_file)
     try:
         cfg = ModelConfig.from_dict(cfg_data.get("model", cfg_data))
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{folder / 'config.json'} holds an invalid model config: {e}") from None
+        raise CheckpointError(f"{config_file} holds an invalid model config: {e}") from None
     model = build_model(cfg)
     load_state_checked(model, read_tensors(folder / "model.safetensors"), str(folder))
     return model.to(map_location).eval()

@@ -1,0 +1,34 @@
+"""Training for :mod:`ropekit.models`: one loop (:func:`train`), tasks on the bundled data, safe checkpoints.
+
+API::
+
+    from ropekit.models import ModelConfig
+    from ropekit.train import ClassifyTask, TrainConfig, train
+    result = train(ModelConfig(d_model=64, pe="rope"), ClassifyTask.spam(max_len=256),
+                   TrainConfig(steps=300, batch_size=32, eval_every=100), out_dir="runs/spam-rope")
+    result.final_eval["accuracy"]
+
+CLI: ``ropekit train lm|classify|seq2seq``, ``ropekit eval``, ``ropekit generate`` (:mod:`ropekit.train.cli`).
+See ``docs/training.md``.
+"""
+
+from ropekit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ropekit.train.loop import TrainConfig, TrainResult, lr_at, train
+from ropekit.train.tasks import ClassifyTask, LMTask, ReverseTask, Task, shard, task_from_spec, unigram_entropy
+
+__all__ = [
+    "ClassifyTask",
+    "LMTask",
+    "ReverseTask",
+    "Task",
+    "TrainConfig",
+    "TrainResult",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "lr_at",
+    "save_checkpoint",
+    "shard",
+    "task_from_spec",
+    "train",
+    "unigram_entropy",
+]

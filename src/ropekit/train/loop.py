@@ -1,0 +1,264 @@
+"""One training loop for all three models: AdamW, warm-up + cosine, clipping, periodic eval, checkpoints, DDP.
+
+Usage::
+
+    from ropekit.models import ModelConfig
+    from ropekit.train import LMTask, TrainConfig, train
+    task = LMTask.sotu(context_len=128)
+    result = train(ModelConfig(d_model=64, n_layers=2, pe={"kind": "alibi"}), task,
+                   TrainConfig(steps=300, batch_size=32), out_dir="runs/lm-alibi")
+    result.model, result.history, result.final_eval
+
+Determinism: batches are a pure function of ``(seed, step)`` (see :mod:`ropekit.train.tasks`) and
+``torch.manual_seed`` is re-seeded from ``(seed, step, rank)`` before each step (dropout, random positions), so
+``resume=True`` continues to the same losses as an uninterrupted run, bit for bit on the same machine and threads.
+
+Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the loop joins a process group (gloo on CPU, nccl on GPU),
+wraps the model in ``DistributedDataParallel`` and gives rank ``r`` rows ``r::world`` of every global batch: the
+averaged gradient equals the single-process gradient of the same global batch. Rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ropekit.models.io import CheckpointError, atomic_save_tensors, atomic_write_bytes, load_state_checked
+from ropekit.models.transformer import ModelConfig, build_model
+from ropekit.train.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_tensors, save_checkpoint
+from ropekit.train.tasks import Task, shard
+
+__all__ = ["TrainConfig", "TrainResult", "lr_at", "train"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (JSON-friendly). ``threads``: ``torch.set_num_threads`` (1 is the measured best for
+    tiny models on this 2-core machine, see docs/training.md). ``ckpt_every``: 0 = at evaluations and the end."""
+
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup: int = 30
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    ckpt_every: int = 0
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+        if not 0 <= self.warmup <= self.steps:
+            raise ValueError(f"warmup={self.warmup} must be between 0 and steps={self.steps}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(data) - names)
+        if bad:
+            raise ValueError(f"unknown train config key(s) {bad}; valid keys: {sorted(names)}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the (unwrapped) model, per-step and eval history, the last evaluation."""
+
+    model: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final_eval: dict[str, float] = field(default_factory=dict)
+    step: int = 0
+    seconds: float = 0.0
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step ``step`` (1-based): linear warm-up, then cosine to ``min_lr_ratio * lr``."""
+    if cfg.warmup and step <= cfg.warmup:
+        return cfg.lr * step / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
+
+
+def _init_distributed(world: int) -> bool:
+    """Join the torchrun process group once; returns True when this call created it."""
+    import torch.distributed as dist
+
+    if world == 1 or dist.is_initialized():
+        return False
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+def _all_reduce_sums(values: list[float], world: int) -> list[float]:
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _evaluate(model: nn.Module, task: Task, rank: int, world: int) -> dict[str, float]:
+    was = model.training
+    model.eval()
+    sums = task.evaluate(model, rank, world)
+    model.train(was)
+    names = sorted(sums)
+    flat = _all_reduce_sums([v for n in names for v in sums[n]], world)
+    return {n: flat[2 * i] / max(flat[2 * i + 1], 1e-12) for i, n in enumerate(names)}
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on norms, biases and position-encoding scalars (``p.dim() < 2``)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def _check_resume(state: dict[str, Any], model_cfg: ModelConfig, cfg: TrainConfig, task: Task, where: Path) -> None:
+    saved = {"model": state.get("model"), "train": state.get("train"), "task": state.get("task")}
+    now = {"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg), "task": task.spec()}
+    diffs = []
+    for part in saved:
+        a, b = saved[part] or {}, now[part]
+        for k in sorted(set(a) | set(b)):
+            if part == "train" and k in ("steps", "eval_every", "ckpt_every", "threads"):
+                continue  # may change when resuming (e.g. train longer); threads do not change results
+            if json.dumps(a.get(k), sort_keys=True) != json.dumps(b.get(k), sort_keys=True):
+                diffs.append(f"{part}.{k}: checkpoint {a.get(k)!r} vs now {b.get(k)!r}")
+    if diffs:
+        raise CheckpointError(
+            f"cannot resume from {where}: the run's settings differ: {'; '.join(diffs[:6])}; "
+            f"resume with the original options or use a new --out directory"
+        )
+
+
+def train(
+    model_cfg: ModelConfig | dict[str, Any],
+    task: Task,
+    cfg: TrainConfig | None = None,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train a model built from ``model_cfg`` (task fields filled in from ``task.model_overrides()``).
+
+    Args:
+        out_dir: where checkpoints, ``config.json``, ``model.safetensors`` (final weights) and ``metrics.json`` go;
+            ``None`` = keep nothing on disk (and no resume).
+        resume: continue from ``out_dir``'s latest checkpoint (same settings required; ``steps`` may grow).
+        stop_after: stop after this global step (the run can be resumed later), e.g. to split a job.
+
+    Returns:
+        :class:`TrainResult`; ``history`` rows are ``{"step", "loss", "lr"}`` and ``{"step", "eval": {...}}``.
+    """
+    cfg = cfg or TrainConfig()
+    if isinstance(model_cfg, dict):
+        model_cfg = ModelConfig.from_dict(model_cfg)
+    model_cfg = dataclasses.replace(model_cfg, **task.model_overrides())
+    torch.set_num_threads(cfg.threads)
+    rank, world = _dist_info()
+    created_group = _init_distributed(world)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg)
+    opt = _make_optimizer(model, cfg)
+    out = Path(out_dir) if out_dir is not None else None
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume:
+        if out is None:
+            raise ValueError("resume=True needs out_dir (the folder of the run to continue)")
+        where = latest_checkpoint(out)
+        if where is None:
+            raise CheckpointError(f"nothing to resume in {out}: no latest.json; run without --resume first")
+        state, weights, opt_tensors = load_checkpoint(where)
+        _check_resume(state, model_cfg, cfg, task, where)
+        load_state_checked(model, weights, str(where))
+        optimizer_from_tensors(opt, opt_tensors, state["optimizer_param_groups"])
+        start, history = int(state["step"]), list(state.get("history", []))
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model)
+    meta = {"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg), "task": task.spec(), "world": world}
+    if out is not None and rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "config.json", json.dumps(meta, indent=2).encode())
+
+    def checkpoint(step: int) -> None:
+        if out is not None and rank == 0:
+            save_checkpoint(out, step, model, opt, {**meta, "history": history})
+        if world > 1:
+            torch.distributed.barrier()
+
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    t0 = time.perf_counter()
+    bar = _progress(range(start + 1, end + 1), start, cfg.steps, enabled=progress and rank == 0)
+    model.train()
+    final_eval: dict[str, float] = {}
+    for step in bar:
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        torch.manual_seed((cfg.seed * 1_000_003 + step) * 31 + rank)  # dropout / random positions
+        local = shard(task.batch(step, cfg.batch_size, cfg.seed), rank, world)
+        loss, _ = task.loss(net, local)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        loss_value = _all_reduce_sums([float(loss.detach())], world)[0] / world
+        history.append({"step": step, "loss": loss_value, "lr": lr})
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+        is_eval = cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps)
+        if is_eval:
+            final_eval = _evaluate(model, task, rank, world)
+            history.append({"step": step, "eval": final_eval})
+            if hasattr(bar, "write"):
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in final_eval.items()))
+        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or (not cfg.ckpt_every and is_eval) or step == end:
+            checkpoint(step)
+    seconds = time.perf_counter() - t0
+    if hasattr(bar, "close"):
+        bar.close()
+    if out is not None and rank == 0 and end == cfg.steps:
+        atomic_save_tensors(model.state_dict(), out / "model.safetensors")
+        atomic_write_bytes(
+            out / "metrics.json",
+            json.dumps({"final_eval": final_eval, "steps": end, "seconds": seconds}, indent=2).encode(),
+        )
+    if created_group:
+        torch.distributed.destroy_process_group()
+    return TrainResult(model, history, final_eval, end, seconds)
+
+
+def _progress(steps: range, start: int, total: int, *, enabled: bool) -> Any:
+    if not enabled:
+        return steps
+    from tqdm.auto import tqdm
+
+    return tqdm(steps, initial=start, total=total, unit="step", dynamic_ncols=True)

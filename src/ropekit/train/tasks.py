@@ -1,0 +1,278 @@
+"""Training tasks: what a batch is, what the loss is, how to evaluate. One protocol for all three models.
+
+Legend: ``B`` global batch size, ``T`` context length, ``S`` source length, ``V`` vocabulary.
+
+Protocol (:class:`Task`): ``name``; ``model_overrides() -> dict`` (vocab size, task, classes for ``ModelConfig``);
+``batch(step, batch_size, seed) -> tuple of tensors`` (the GLOBAL batch, a pure function of ``(seed, step)``:
+that is what makes ``--resume`` and DDP exact without saving data-loader state); ``loss(model, batch) ->
+(mean loss, metrics)``; ``evaluate(model, rank, world) -> {"name": (sum, count)}`` (sums over this rank's shard,
+all-reduced by the loop); ``spec() -> dict`` (JSON, stored in checkpoints; :func:`task_from_spec` rebuilds it).
+
+Tasks: :class:`LMTask` (next byte on State of the Union speeches), :class:`ClassifyTask` (SpamAssassin ham/spam),
+:class:`ReverseTask` (seq2seq: reverse a byte span of speech text; real text, cheap, exact-match measurable).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "ClassifyTask",
+    "LMTask",
+    "ReverseTask",
+    "Task",
+    "shard",
+    "step_generator",
+    "task_from_spec",
+    "unigram_entropy",
+]
+
+
+class Task(Protocol):
+    name: str
+
+    def model_overrides(self) -> dict[str, Any]: ...
+    def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]: ...
+    def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]: ...
+    def evaluate(self, model: torch.nn.Module, rank: int, world: int) -> dict[str, tuple[float, float]]: ...
+    def spec(self) -> dict[str, Any]: ...
+
+
+def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
+    """A generator seeded by ``(seed, step, salt)`` only: batches do not depend on history."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7919 + salt)
+
+
+def shard(batch: tuple[torch.Tensor, ...], rank: int, world: int) -> tuple[torch.Tensor, ...]:
+    """Rows ``rank::world`` of every tensor of a global batch (equal shards when ``world`` divides ``B``)."""
+    return tuple(t[rank::world] for t in batch)
+
+
+def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:
+    """Entropy in nats of the token frequencies of ``ids`` (the best loss of a model that ignores context)."""
+    counts = torch.bincount(ids.flatten(), minlength=vocab_size).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
+class LMTask:
+    """Next-token prediction on byte streams; eval: mean loss (nats/token) over non-overlapping windows."""
+
+    name = "lm"
+
+    def __init__(
+        self,
+        train: torch.Tensor,
+        validation: torch.Tensor,
+        context_len: int,
+        vocab_size: int,
+        eval_windows: int = 64,
+        source: str = "sotu",
+    ) -> None:
+        if train.numel() <= context_len + 1 or validation.numel() <= context_len + 1:
+            raise ValueError(f"token streams are shorter than context_len={context_len} + 1")
+        self.train, self.validation = train, validation
+        self.context_len, self.vocab_size, self.eval_windows, self.source = (
+            context_len,
+            vocab_size,
+            eval_windows,
+            source,
+        )
+
+    @classmethod
+    def sotu(cls, context_len: int = 128, eval_windows: int = 64) -> LMTask:
+        """Byte-level State of the Union: fixed train / validation split of :func:`ropekit.data.lm_splits`."""
+        from ropekit.data import ByteTokenizer, lm_splits
+
+        tok = ByteTokenizer()
+        splits = lm_splits(tok)
+        return cls(splits.train, splits.validation, context_len, tok.vocab_size, eval_windows)
+
+    def model_overrides(self) -> dict[str, Any]:
+        return {"task": "lm", "vocab_size": self.vocab_size}
+
+    def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
+        g = step_generator(seed, step)
+        starts = torch.randint(0, self.train.numel() - self.context_len - 1, (batch_size, 1), generator=g)
+        win = self.train[starts + torch.arange(self.context_len + 1)]  # [B, T + 1]
+        return win[:, :-1], win[:, 1:]
+
+    def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
+        x, y = batch
+        logits = model(x)  # [B, T, V]
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten()), {}
+
+    def eval_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = min(self.eval_windows, (self.validation.numel() - 1) // self.context_len)
+        ids = self.validation[: n * self.context_len + 1]
+        return ids[:-1].view(n, self.context_len), ids[1:].view(n, self.context_len)  # [N, T] each
+
+    def baseline(self) -> float:
+        """Unigram entropy (nats/token) of the evaluated validation targets."""
+        return unigram_entropy(self.eval_data()[1], self.vocab_size)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, rank: int, world: int) -> dict[str, tuple[float, float]]:
+        x, y = self.eval_data()
+        total, count = 0.0, 0
+        for i in range(rank * 16, x.shape[0], 16 * world):  # 16-row chunks, round-robin over ranks
+            logits = model(x[i : i + 16])
+            total += float(F.cross_entropy(logits.flatten(0, 1), y[i : i + 16].flatten(), reduction="sum"))
+            count += y[i : i + 16].numel()
+        return {"loss": (total, count)}
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": "lm", "source": self.source, "context_len": self.context_len, "eval_windows": self.eval_windows}
+
+
+class ClassifyTask:
+    """SpamAssassin ham (0) / spam (1) from message bodies; eval: loss and accuracy on ``eval_split``."""
+
+    name = "classify"
+
+    def __init__(
+        self,
+        train: Any,
+        evaluation: Any,
+        vocab_size: int,
+        n_classes: int = 2,
+        eval_split: str = "validation",
+        max_len: int = 256,
+    ) -> None:
+        self.train, self.eval, self.vocab_size, self.n_classes = train, evaluation, vocab_size, n_classes
+        self.eval_split, self.max_len = eval_split, max_len
+
+    @classmethod
+    def spam(cls, max_len: int = 256, eval_split: str = "validation") -> ClassifyTask:
+        """Byte tokens, bos + first ``max_len - 1`` body bytes (:func:`ropekit.data.classification_dataset`)."""
+        from ropekit.data import ByteTokenizer, classification_dataset
+
+        tok = ByteTokenizer()
+        train = classification_dataset("train", tok, max_len)
+        evaluation = classification_dataset(eval_split, tok, max_len)
+        return cls(train, evaluation, tok.vocab_size, 2, eval_split, max_len)
+
+    def model_overrides(self) -> dict[str, Any]:
+        return {"task": "classify", "vocab_size": self.vocab_size, "n_classes": self.n_classes}
+
+    def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
+        idx = torch.randint(0, self.train.ids.shape[0], (batch_size,), generator=step_generator(seed, step))
+        return self.train.ids[idx], self.train.lengths[idx], self.train.labels[idx]
+
+    @staticmethod
+    def _trim(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return ids[:, : int(lengths.max())]  # drop all-pad columns: same result, less work
+
+    def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
+        ids, lengths, labels = batch
+        logits = model(self._trim(ids, lengths), lengths)  # [B, K]
+        return F.cross_entropy(logits, labels), {}
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, rank: int, world: int) -> dict[str, tuple[float, float]]:
+        ids, lengths, labels = self.eval.ids[rank::world], self.eval.lengths[rank::world], self.eval.labels[rank::world]
+        loss, correct = 0.0, 0.0
+        for i in range(0, ids.shape[0], 64):
+            logits = model(self._trim(ids[i : i + 64], lengths[i : i + 64]), lengths[i : i + 64])
+            loss += float(F.cross_entropy(logits, labels[i : i + 64], reduction="sum"))
+            correct += float((logits.argmax(-1) == labels[i : i + 64]).sum())
+        n = float(ids.shape[0])
+        return {"loss": (loss, n), "accuracy": (correct, n)}
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": "classify", "source": "spam", "max_len": self.max_len, "eval_split": self.eval_split}
+
+
+class ReverseTask:
+    """Seq2seq on real text: the source is a random span of 8..``max_span`` bytes of speech text, the target the
+    same bytes reversed. Decoder input ``[bos, y...]``, target ``[y..., eos]``; eval: token accuracy and
+    exact-match rate of teacher-forced predictions on spans of the validation speeches."""
+
+    name = "seq2seq"
+
+    def __init__(
+        self,
+        train: torch.Tensor,
+        validation: torch.Tensor,
+        vocab_size: int,
+        pad_id: int,
+        bos_id: int,
+        eos_id: int,
+        max_span: int = 32,
+        eval_examples: int = 256,
+    ) -> None:
+        self.train, self.validation, self.vocab_size = train, validation, vocab_size
+        self.pad_id, self.bos_id, self.eos_id, self.max_span = pad_id, bos_id, eos_id, max_span
+        self.eval_examples = eval_examples
+
+    @classmethod
+    def sotu(cls, max_span: int = 32, eval_examples: int = 256) -> ReverseTask:
+        from ropekit.data import ByteTokenizer, lm_splits
+
+        tok = ByteTokenizer()
+        s = lm_splits(tok)
+        return cls(s.train, s.validation, tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id, max_span, eval_examples)
+
+    def model_overrides(self) -> dict[str, Any]:
+        return {"task": "seq2seq", "vocab_size": self.vocab_size}
+
+    def _make(self, stream: torch.Tensor, n: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        S = self.max_span
+        lengths = torch.randint(8, S + 1, (n,), generator=g)  # [N]
+        starts = torch.randint(0, stream.numel() - S, (n, 1), generator=g)
+        spans = stream[starts + torch.arange(S)]  # [N, S]
+        valid = torch.arange(S) < lengths.unsqueeze(-1)  # [N, S]
+        src = spans.masked_fill(~valid, self.pad_id)
+        rev_idx = (lengths.unsqueeze(-1) - 1 - torch.arange(S)).clamp(min=0)  # [N, S]: reversed order
+        rev = spans.gather(1, rev_idx).masked_fill(~valid, self.pad_id)
+        tgt_in = torch.cat((torch.full((n, 1), self.bos_id), rev), dim=1)  # [N, S + 1]
+        tgt_out = torch.cat((rev, torch.full((n, 1), self.pad_id)), dim=1)
+        tgt_out[torch.arange(n), lengths] = self.eos_id
+        return src, lengths, tgt_in, tgt_out
+
+    def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
+        return self._make(self.train, batch_size, step_generator(seed, step))
+
+    def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
+        src, lengths, tgt_in, tgt_out = batch
+        logits = model(src, tgt_in, lengths)  # [B, S + 1, V]
+        return F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=self.pad_id), {}
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, rank: int, world: int) -> dict[str, tuple[float, float]]:
+        data = shard(self._make(self.validation, self.eval_examples, torch.Generator().manual_seed(1234)), rank, world)
+        src, lengths, tgt_in, tgt_out = data
+        logits = model(src, tgt_in, lengths)
+        keep = tgt_out != self.pad_id  # [N, S + 1]
+        loss = float(
+            F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=self.pad_id, reduction="sum")
+        )
+        right = (logits.argmax(-1) == tgt_out) | ~keep
+        return {
+            "loss": (loss, float(keep.sum())),
+            "token_accuracy": (float((right & keep).sum()), float(keep.sum())),
+            "exact_match": (float(right.all(-1).sum()), float(src.shape[0])),
+        }
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "name": "seq2seq",
+            "source": "sotu-reverse",
+            "max_span": self.max_span,
+            "eval_examples": self.eval_examples,
+        }
+
+
+def task_from_spec(spec: dict[str, Any]) -> Task:
+    """Rebuild a bundled-data task from its :meth:`spec` (what checkpoints store)."""
+    name = spec.get("name")
+    if name == "lm":
+        return LMTask.sotu(spec["context_len"], spec.get("eval_windows", 64))
+    if name == "classify":
+        return ClassifyTask.spam(spec["max_len"], spec.get("eval_split", "validation"))
+    if name == "seq2seq":
+        return ReverseTask.sotu(spec["max_span"], spec.get("eval_examples", 256))
+    raise ValueError(f"unknown task spec {spec}; expected name 'lm', 'classify' or 'seq2seq'")
