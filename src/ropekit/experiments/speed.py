@@ -14,9 +14,9 @@ import pathlib
 import time
 from typing import Any
 
-from ropekit.experiments._common import Outputs, check_preset, matplotlib_agg, progress
+from ropekit.experiments._common import Outputs, check_preset, matplotlib_agg, progress, verdict
 
-__all__ = ["NAME", "PRESETS", "TITLE", "find_benchmark_csv", "run"]
+__all__ = ["NAME", "PRESETS", "TITLE", "cache_inputs", "find_benchmark_csv", "run"]
 
 NAME = "speed"
 TITLE = "Speed: apply_rotary kernel benchmark"
@@ -41,6 +41,100 @@ def find_benchmark_csv() -> pathlib.Path | None:
         pathlib.Path.cwd() / "benchmarks/results/apply_rotary.csv",
     ]
     return next((p for p in candidates if p.exists()), None)
+
+
+def cache_inputs() -> list[pathlib.Path]:
+    """Files whose content the report's cache key must include (the benchmark CSV, when present)."""
+    path = find_benchmark_csv()
+    return [path] if path is not None else []
+
+
+# REFERENCE.md section 6: same-run ratio to the copy floor, forward pass, measured on this machine kind.
+PUBLISHED_RANGES = {
+    ("meta complex", "float32"): (1.1, 1.5),
+    ("meta complex", "bfloat16"): (6.0, 14.0),
+    ("transformers compile", "float32"): (3.0, 5.6),
+    ("transformers compile", "bfloat16"): (2.5, 6.8),
+    ("transformers eager", "float32"): (6.0, 10.0),
+    ("transformers eager", "bfloat16"): (6.0, 20.0),
+}
+_SCHEMA = {"utc", "impl", "dtype", "pass", "shape", "ratio_to_floor", "median_ms", "machine"}
+
+
+def _structured(rows: list[dict[str, str]], out: Outputs, cfg: dict[str, Any]) -> tuple[list[str], str]:
+    """Figures, tables, findings and agreement for the schema written by ``benchmarks/apply_rotary.py``."""
+    import numpy as np
+
+    latest = max(r["utc"] for r in rows)
+    run_rows = [r for r in rows if r["utc"] == latest and _num(r["ratio_to_floor"]) is not None]
+    machine = run_rows[0]["machine"]
+    impls = list(dict.fromkeys(r["impl"] for r in run_rows))
+    combos = list(dict.fromkeys((r["dtype"], r["pass"]) for r in run_rows))
+    ratio: dict[tuple[str, str, str], float] = {}
+    summary = []
+    for impl in impls:
+        for dtype, pas in combos:
+            vals = [
+                _num(r["ratio_to_floor"]) for r in run_rows if (r["impl"], r["dtype"], r["pass"]) == (impl, dtype, pas)
+            ]
+            if vals:
+                ratio[(impl, dtype, pas)] = float(np.median(vals))
+                summary.append(
+                    {
+                        "impl": impl,
+                        "dtype": dtype,
+                        "pass": pas,
+                        "median_ratio_to_floor": ratio[(impl, dtype, pas)],
+                        "shapes": len(vals),
+                        "machine": machine,
+                        "utc": latest,
+                    }
+                )
+    out.write_csv("summary", summary, f"Median ratio to the copy floor over shapes, latest run ({latest}, {machine}).")
+    out.write_csv("table", [dict(r) for r in rows][-cfg["max_rows_plotted"] :], "Benchmark rows as recorded (latest).")
+    plt = matplotlib_agg()
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    width = 0.8 / max(1, len(combos))
+    for j, (dtype, pas) in enumerate(combos):
+        xs = [i + (j - (len(combos) - 1) / 2) * width for i, impl in enumerate(impls) if (impl, dtype, pas) in ratio]
+        ys = [ratio[(impl, dtype, pas)] for impl in impls if (impl, dtype, pas) in ratio]
+        ax.bar(xs, ys, width, label=f"{dtype} {pas}")
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(impls)), impls, rotation=20, ha="right", fontsize=8)
+    ax.set(ylabel="time / copy floor (log)", title=f"apply_rotary vs the copy floor ({machine})")
+    ax.legend(fontsize=8, ncol=len(combos))
+    out.save_figure(
+        fig,
+        "ratios",
+        "Rotary time relative to copying q and k (1 = the memory floor), median over shapes, "
+        "per implementation, dtype and pass.\nFrom benchmarks/apply_rotary.py's latest run "
+        f"({latest}) on {machine}; ratios are same-run, so machine noise is shared.",
+    )
+    findings = [f"Latest benchmark run {latest} on {machine}: {len(run_rows)} rows, {len(impls)} implementations."]
+    for dtype, pas in combos:
+        if ("ropekit", dtype, pas) in ratio:
+            peers = {
+                i: ratio[(i, dtype, pas)]
+                for i in impls
+                if not i.startswith("ropekit") and i != "copy floor" and (i, dtype, pas) in ratio
+            }
+            best = min(peers.items(), key=lambda kv: kv[1]) if peers else ("none", float("nan"))
+            findings.append(
+                f"{dtype} {pas}: ropekit {ratio[('ropekit', dtype, pas)]:.2f}x the floor; fastest peer "
+                f"{best[0]} {best[1]:.2f}x."
+            )
+    checks = []
+    for (impl, dtype), (lo, hi) in PUBLISHED_RANGES.items():
+        got = ratio.get((impl, dtype, "fwd"))
+        if got is not None:
+            checks.append((f"{impl} {dtype} fwd {got:.2f}x (published {lo:g}-{hi:g}x)", lo <= got <= hi))
+    n_ok = sum(ok for _, ok in checks)
+    agreement = (
+        f"{verdict(n_ok, len(checks))}: {n_ok} of {len(checks)} peer ratios fall in the published ranges: "
+        + "; ".join(f"{t}: {'in' if ok else 'out'}" for t, ok in checks)
+    )
+    return findings, agreement
 
 
 def _pick(columns: list[str], *needles: str) -> str | None:
@@ -92,6 +186,17 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
             runtime_s=time.perf_counter() - start,
         )
     columns = list(rows[0].keys())
+    if set(columns) >= _SCHEMA:
+        findings, agreement = _structured(rows, out, cfg)
+        return out.section(
+            title=TITLE,
+            findings=findings,
+            published=published,
+            agreement=agreement,
+            config=cfg,
+            seed=seed,
+            runtime_s=time.perf_counter() - start,
+        )
     machine_col = _pick(columns, "machine", "cpu", "host")
     label_cols = [c for c in columns if _num(rows[0][c]) is None and c != machine_col][:3]
     value_col = _pick(columns, "ratio", "median", "_ms", "ms", "_us", "time")

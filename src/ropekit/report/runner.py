@@ -40,8 +40,12 @@ def _source_files(name: str) -> list[pathlib.Path]:
     return [f for f in files if f.exists()]
 
 
-def cache_key(name: str, preset: str, seed: int, config: dict[str, Any]) -> str:
-    """sha256 over name, preset, seed, config, ropekit version and the relevant source files."""
+def cache_key(name: str, preset: str, seed: int, config: dict[str, Any], inputs: Sequence[pathlib.Path] = ()) -> str:
+    """sha256 over name, preset, seed, config, ropekit version, the relevant source files and ``inputs``.
+
+    ``inputs``: data files an experiment reads that are not part of the package (its optional
+    ``cache_inputs()`` hook, e.g. the benchmark CSV of the speed section).
+    """
     from ropekit import __version__
 
     h = hashlib.sha256()
@@ -49,6 +53,9 @@ def cache_key(name: str, preset: str, seed: int, config: dict[str, Any]) -> str:
     for path in _source_files(name):
         h.update(str(path.relative_to(_PACKAGE_ROOT)).encode())
         h.update(path.read_bytes())
+    for path in inputs:
+        h.update(str(path).encode())
+        h.update(pathlib.Path(path).read_bytes())
     return h.hexdigest()
 
 
@@ -140,7 +147,8 @@ def run_experiments(
         if preset not in module.PRESETS:
             results[name] = _missing(name, f"no preset {preset!r} (has {sorted(module.PRESETS)})")
             continue
-        key = cache_key(name, preset, seed, module.PRESETS[preset])
+        inputs = module.cache_inputs() if hasattr(module, "cache_inputs") else []
+        key = cache_key(name, preset, seed, module.PRESETS[preset], inputs)
         hit = None if force else _cached(out_dir, name, key)
         if hit is not None:
             results[name] = ExperimentResult(hit, status="cached")
