@@ -18,6 +18,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "ropekit.freqs",
     "ropekit.report.cli",
     "ropekit.hf.convert",
+    "ropekit.train.cli",
 )
 
 

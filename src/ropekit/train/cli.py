@@ -1,0 +1,340 @@
+"""``ropekit train lm|classify|seq2seq``, ``ropekit eval`` and ``ropekit generate``.
+
+Examples::
+
+    ropekit train classify --pe rope --steps 300 --out runs/spam-rope
+    ropekit train lm --pe yarn --rope-factor 4 --rope-original-max 128 --context-len 128 --out runs/lm-yarn
+    torchrun --nproc_per_node 2 -m ropekit.cli train lm --out runs/lm-ddp        # DistributedDataParallel
+    ropekit eval runs/lm-rope --split test --context-len 512 --rope-type yarn --rope-factor 4
+    ropekit generate runs/lm-rope --prompt "Fellow citizens" --max-new-tokens 200
+
+``register`` stays cheap: torch and the models are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _add_pe_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("position encoding")
+    g.add_argument(
+        "--pe",
+        default=None,
+        help="none, sinusoidal, learned, alibi, rope, xpos, prope, learned_freq, "
+        "receptive, or a RoPE alias: pi, ntk, dynamic, yarn, llama3, longrope (train default: rope)",
+    )
+    g.add_argument("--rope-type", default=None, help="rope_parameters.rope_type (e.g. linear, yarn, dynamic)")
+    g.add_argument("--rope-theta", type=float, default=None, help="base; ABF = a larger theta (e.g. 500000)")
+    g.add_argument("--rope-factor", type=float, default=None, help="rope_parameters.factor")
+    g.add_argument(
+        "--rope-original-max",
+        type=int,
+        default=None,
+        help="rope_parameters.original_max_position_embeddings (YaRN, LongRoPE, Llama 3)",
+    )
+    g.add_argument("--rope-params", default=None, help="full rope_parameters as JSON (merged under the flags above)")
+    g.add_argument(
+        "--pe-options",
+        default=None,
+        help="extra options of the kind as JSON, e.g. '{\"p\": 0.5}' for prope, '{\"alpha\": 0.2}'",
+    )
+    g.add_argument(
+        "--random-max",
+        type=int,
+        default=None,
+        help="train on sorted random positions from [0, N) (Ruoss et al. 2023), with any kind",
+    )
+    g.add_argument("--interleaved", action="store_true", default=None, help="GPT-J pairing for rotary kinds")
+
+
+def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} must be a JSON object, got {text!r} ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object like '{{\"key\": 1}}', got {text!r}")
+    return value
+
+
+def _pe_spec(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The position spec from the flags, layered over ``base`` (the trained model's spec, for eval)."""
+    rope = _json_arg(args.rope_params, "--rope-params")
+    for flag, key in (
+        ("rope_type", "rope_type"),
+        ("rope_theta", "rope_theta"),
+        ("rope_factor", "factor"),
+        ("rope_original_max", "original_max_position_embeddings"),
+    ):
+        if getattr(args, flag) is not None:
+            rope[key] = getattr(args, flag)
+    extra = _json_arg(args.pe_options, "--pe-options")
+    if args.random_max is not None:
+        extra["random_max"] = args.random_max
+    if args.interleaved:
+        extra["interleaved"] = True
+    if args.pe is None and not rope and not extra:
+        return base
+    spec = dict(base or {"kind": "rope"})
+    if args.pe is not None:
+        spec = {"kind": args.pe}
+    if rope:
+        if spec["kind"] in ("rope", "pi", "ntk", "dynamic", "yarn", "llama3", "longrope"):
+            spec["rope_parameters"] = {**(spec.get("rope_parameters") or {}), **rope}
+        elif set(rope) == {"rope_theta"}:
+            spec["rope_theta"] = rope["rope_theta"]  # xpos, prope, learned_freq, receptive take a base
+        else:
+            raise ValueError(f"--rope-* flags other than --rope-theta need a RoPE kind, not --pe {spec['kind']}")
+    spec.update(extra)
+    return spec
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model (lm, classify, seq2seq) on the bundled data",
+        description="Train a decoder LM on State of the Union speeches, a spam classifier on "
+        "SpamAssassin, or an encoder-decoder that reverses byte spans of speech text.",
+    )
+    tasks = p.add_subparsers(dest="task", required=True, metavar="TASK")
+    for name, help_ in (
+        ("lm", "byte-level language model on State of the Union speeches"),
+        ("classify", "ham/spam classifier on SpamAssassin message bodies"),
+        ("seq2seq", "encoder-decoder reversing byte spans of speech text"),
+    ):
+        t = tasks.add_parser(name, help=help_)
+        t.add_argument("--out", required=True, help="run folder: checkpoints, config.json, model.safetensors")
+        t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+        g = t.add_argument_group("model")
+        g.add_argument("--d-model", type=int, default=64)
+        g.add_argument("--n-heads", type=int, default=4)
+        g.add_argument("--n-kv-heads", type=int, default=None)
+        g.add_argument("--n-layers", type=int, default=2)
+        g.add_argument("--d-ff", type=int, default=None)
+        g.add_argument("--dropout", type=float, default=0.0)
+        g.add_argument(
+            "--max-len", type=int, default=None, help="model max_len (learned table size; default: the task's length)"
+        )
+        _add_pe_options(t)
+        o = t.add_argument_group("optimisation")
+        o.add_argument("--steps", type=int, default=300)
+        o.add_argument("--batch-size", type=int, default=32, help="global batch (split over torchrun processes)")
+        o.add_argument("--lr", type=float, default=3e-3)
+        o.add_argument("--weight-decay", type=float, default=0.1)
+        o.add_argument("--warmup", type=int, default=30)
+        o.add_argument("--min-lr-ratio", type=float, default=0.1)
+        o.add_argument("--grad-clip", type=float, default=1.0)
+        o.add_argument("--eval-every", type=int, default=100)
+        o.add_argument("--ckpt-every", type=int, default=0, help="0: checkpoint at each evaluation and the end")
+        o.add_argument("--seed", type=int, default=0)
+        o.add_argument("--threads", type=int, default=1, help="torch threads per process (1 measured fastest here)")
+        o.add_argument("--stop-after", type=int, default=None, help="stop after this step (resume later)")
+        o.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if name == "lm":
+            t.add_argument("--context-len", type=int, default=128)
+            t.add_argument("--eval-windows", type=int, default=64, help="validation windows per evaluation")
+        elif name == "classify":
+            t.add_argument("--seq-len", type=int, default=256, help="bos + first N-1 body bytes per message")
+            t.add_argument("--eval-split", default="validation", choices=("validation", "test"))
+        else:
+            t.add_argument("--max-span", type=int, default=32, help="longest reversed span (bytes)")
+        t.set_defaults(func=_run_train)
+
+
+def _task_for(args: argparse.Namespace) -> Any:
+    from ropekit.train.tasks import ClassifyTask, LMTask, ReverseTask
+
+    if args.task == "lm":
+        return LMTask.sotu(args.context_len, args.eval_windows)
+    if args.task == "classify":
+        return ClassifyTask.spam(args.seq_len, args.eval_split)
+    return ReverseTask.sotu(args.max_span)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ropekit.models import ModelConfig
+    from ropekit.train.loop import TrainConfig, train
+
+    task = _task_for(args)
+    length = {
+        "lm": getattr(args, "context_len", 0),
+        "classify": getattr(args, "seq_len", 0),
+        "seq2seq": getattr(args, "max_span", 0) + 1,
+    }[args.task]
+    model_cfg = ModelConfig(
+        task=args.task,
+        d_model=args.d_model,
+        n_heads=args.n_heads,
+        n_kv_heads=args.n_kv_heads,
+        n_layers=args.n_layers,
+        d_ff=args.d_ff,
+        dropout=args.dropout,
+        max_len=args.max_len or length,
+        pe=_pe_spec(args) or {"kind": "rope"},
+    )
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=min(args.warmup, args.steps),
+        min_lr_ratio=args.min_lr_ratio,
+        grad_clip=args.grad_clip,
+        eval_every=args.eval_every,
+        ckpt_every=args.ckpt_every,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    res = train(
+        model_cfg,
+        task,
+        cfg,
+        out_dir=args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        stop_after=args.stop_after,
+    )
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"step": res.step, "seconds": round(res.seconds, 2), "final_eval": res.final_eval}))
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a trained run (optionally at another length or RoPE scaling)")
+    p.add_argument("run", help="run folder written by `ropekit train` (or a checkpoint step folder)")
+    p.add_argument("--split", default="validation", choices=("validation", "test"))
+    p.add_argument("--context-len", type=int, default=None, help="lm: evaluation window (default: training's)")
+    p.add_argument("--eval-windows", type=int, default=None, help="lm: number of windows (default: training's)")
+    p.add_argument("--threads", type=int, default=1)
+    _add_pe_options(p)
+    p.set_defaults(func=_run_eval)
+
+
+def _load_run(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The run's model (with position-encoding flags applied over its own spec) and its saved metadata."""
+    import dataclasses
+    from pathlib import Path
+
+    from ropekit.models import load_model
+    from ropekit.models.io import load_state_checked, read_json
+    from ropekit.models.transformer import build_model
+
+    model = load_model(args.run)
+    run = Path(args.run)
+    meta_file = run / "config.json" if (run / "config.json").exists() else run / "state.json"
+    if not meta_file.exists() and (run / "latest.json").exists():
+        meta_file = run / read_json(run / "latest.json")["path"] / "state.json"
+    meta = read_json(meta_file) if meta_file.exists() else {}
+    spec = _pe_spec(args, dict(model.config.pe))
+    if spec != model.config.pe:  # e.g. a trained RoPE model evaluated with YaRN scaling: same weights
+        swapped = build_model(dataclasses.replace(model.config, pe=spec))
+        load_state_checked(swapped, model.state_dict(), str(args.run))
+        model = swapped.eval()
+    return model, meta
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from ropekit.data import ByteTokenizer, classification_dataset, lm_splits
+    from ropekit.train.tasks import ClassifyTask, LMTask, ReverseTask
+
+    torch.set_num_threads(args.threads)
+    model, meta = _load_run(args)
+    spec = meta.get("task", {})
+    name = model.config.task
+    tok = ByteTokenizer()
+    if name == "lm":
+        s = lm_splits(tok)
+        ctx = args.context_len or spec.get("context_len", 128)
+        task = LMTask(
+            s.train, getattr(s, args.split), ctx, tok.vocab_size, args.eval_windows or spec.get("eval_windows", 64)
+        )
+    elif name == "classify":
+        n = spec.get("max_len", 256)
+        task = ClassifyTask(None, classification_dataset(args.split, tok, n), tok.vocab_size, 2, args.split, n)
+    else:
+        s = lm_splits(tok)
+        task = ReverseTask(
+            s.train,
+            getattr(s, args.split),
+            tok.vocab_size,
+            tok.pad_id,
+            tok.bos_id,
+            tok.eos_id,
+            spec.get("max_span", 32),
+            spec.get("eval_examples", 256),
+        )
+    sums = task.evaluate(model, 0, 1)
+    result: dict[str, Any] = {k: v[0] / max(v[1], 1e-12) for k, v in sums.items()}
+    if name == "lm":
+        result["unigram_entropy_baseline"] = task.baseline()
+        result["context_len"] = task.context_len
+    result.update({"split": args.split, "pe": model.config.pe})
+    print(json.dumps(result))
+    return 0
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="sample from a trained LM, or run a trained seq2seq model on text")
+    p.add_argument("run", help="run folder written by `ropekit train lm|seq2seq`")
+    p.add_argument("--prompt", default="", help="text to continue (lm) or to transform (seq2seq)")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    _add_pe_options(p)
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from ropekit.data import ByteTokenizer
+
+    model, _ = _load_run(args)
+    tok = ByteTokenizer()
+    ids = torch.tensor(
+        [
+            [
+                tok.bos_id if model.config.task == "lm" and not args.prompt else t
+                for t in (tok.encode(args.prompt) or [tok.bos_id])
+            ]
+        ],
+        dtype=torch.int64,
+    )
+    if model.config.task == "lm":
+        out = model.generate(
+            ids,
+            args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            eos_id=tok.eos_id,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+        print(args.prompt + tok.decode(out[0, ids.shape[1] :].tolist()))
+    elif model.config.task == "seq2seq":
+        out = model.generate(ids, args.max_new_tokens, bos_id=tok.bos_id, eos_id=tok.eos_id)
+        print(tok.decode(out[0, 1:].tolist()))
+    else:
+        raise ValueError(
+            f"{args.run} is a {model.config.task!r} model; generate needs an lm or seq2seq run "
+            f"(use `ropekit eval` for classifiers)"
+        )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``eval`` and ``generate`` to the ``ropekit`` command."""
+    _add_train(subparsers)
+    _add_eval(subparsers)
+    _add_generate(subparsers)
