@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ropekit import apply_rotary, rope_cos_sin
-from ropekit.nd import MRotaryEmbedding, mrope_cos_sin, mrope_pair_axes, mrope_position_ids
+from ropekit.nd import MRotaryEmbedding, mrope_cos_sin, mrope_pair_axes, mrope_position_ids, split_mrope_parameters
 
 
 def test_pair_axes_chunked_and_interleaved() -> None:
@@ -33,7 +33,7 @@ def test_text_only_is_exactly_1d_rope(section: list[int], layout: str) -> None:
     torch.testing.assert_close(cos, cos1, atol=0, rtol=0)
     torch.testing.assert_close(sin, sin1, atol=0, rtol=0)
     x = torch.randn(1, 2, pos.numel(), 128)
-    module = MRotaryEmbedding(128, section, rope_theta=1e6, layout=layout)
+    module = MRotaryEmbedding(128, {"rope_type": "default", "rope_theta": 1e6, "mrope_section": section}, layout=layout)
     q, _ = module(x, x, pos.expand(3, 1, -1))
     cos1, sin1 = rope_cos_sin(module.inv_freq, pos)  # the module's ladder (rounded once from float64)
     torch.testing.assert_close(q, apply_rotary(x, cos1, sin1), atol=1e-6, rtol=0)
@@ -106,10 +106,41 @@ def test_cos_sin_match_transformers(model: str) -> None:
     cos, sin = mrope_cos_sin(hf.inv_freq, ids, section, layout=layout)
     torch.testing.assert_close(torch.cat((cos, cos), -1), cos_hf, atol=2e-6, rtol=0)
     torch.testing.assert_close(torch.cat((sin, sin), -1), sin_hf, atol=2e-6, rtol=0)
-    # and the rotation: transformers' apply_rotary_pos_emb on q equals ropekit's half-pairing rotation
+    # and the rotation: transformers' apply_rotary_pos_emb equals ropekit's module built from the same config
     q = torch.randn(2, 2, ids.shape[-1], 64)
     q_hf, _ = mod.apply_rotary_pos_emb(q, q, cos_hf, sin_hf)
     torch.testing.assert_close(apply_rotary(q, cos[:, None], sin[:, None]), q_hf, atol=1e-5, rtol=0)
+    params = dict(cfg.rope_parameters, mrope_interleaved=layout == "interleaved")
+    module = MRotaryEmbedding(64, params)
+    # ropekit rounds the ladder once from float64; transformers computes it in float32 (1 ulp apart at most)
+    torch.testing.assert_close(module.inv_freq, hf.inv_freq, atol=0, rtol=2.4e-7)
+    torch.testing.assert_close(module(q, q, ids)[0], q_hf, atol=1e-5, rtol=0)
+
+
+def test_position_ids_match_transformers_qwen3_vl() -> None:
+    """Qwen3-VL splits a video into one grid per frame (timestamps between frames): pass one t=1 grid per frame."""
+    modeling = pytest.importorskip("transformers.models.qwen3_vl.modeling_qwen3_vl")
+    token_types = torch.tensor([0] * 2 + [1] * 6 + [0] + [2] * 4 + [0] + [2] * 4 + [0] * 2)
+    ids, delta = mrope_position_ids(token_types, [[1, 4, 6]], [[1, 4, 4], [1, 4, 4]], spatial_merge_size=2)
+    fake = _fake_model(modeling.Qwen3VLModel, 2)
+    ref, ref_delta = modeling.Qwen3VLModel.get_rope_index(
+        fake, token_types[None], token_types[None].int(), torch.tensor([[1, 4, 6]]), torch.tensor([[2, 4, 4]])
+    )
+    assert torch.equal(ids, ref[:, 0])
+    assert delta == int(ref_delta[0, 0])
+
+
+def test_split_mrope_parameters() -> None:
+    core, section, layout = split_mrope_parameters(
+        {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20], "mrope_interleaved": True}
+    )
+    assert core == {"rope_type": "default", "rope_theta": 5e6} and section == (24, 20, 20) and layout == "interleaved"
+    with pytest.raises(ValueError, match="no 'mrope_section'"):
+        split_mrope_parameters({"rope_theta": 1e4})
+    with pytest.raises(ValueError, match="sum to rotary_dim / 2"):
+        MRotaryEmbedding(64, {"rope_theta": 1e4, "mrope_section": [16, 24, 24]})
+    with pytest.raises(ValueError, match="unknown rope parameter"):  # the core's strict key check still applies
+        MRotaryEmbedding(128, {"rope_theta": 1e4, "mrope_section": [16, 24, 24], "rope_thetta": 1.0})
 
 
 def test_mrope_cos_sin_errors() -> None:

@@ -24,7 +24,7 @@ from ropekit.nd.modules import (
     MixedRotaryEmbedding,
     MRotaryEmbedding,
 )
-from ropekit.nd.mrope import MROPE_LAYOUTS, mrope_cos_sin, mrope_pair_axes, mrope_position_ids
+from ropekit.nd.mrope import MROPE_LAYOUTS, mrope_cos_sin, mrope_pair_axes, mrope_position_ids, split_mrope_parameters
 from ropekit.nd.reference import (
     apply_dense_lie,
     apply_token_matrices,
@@ -61,4 +61,5 @@ __all__ = [
     "nd_angles",
     "nd_cos_sin",
     "relativity_defect",
+    "split_mrope_parameters",
 ]

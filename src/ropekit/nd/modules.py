@@ -7,15 +7,17 @@ All forward passes return ``(q, k)`` rotated, in the inputs' dtype.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ropekit.nd.functional import apply_rotary_nd, axial_frequencies, liere_rotation, mixed_frequencies
-from ropekit.nd.mrope import mrope_cos_sin
+from ropekit.nd.mrope import mrope_cos_sin, mrope_pair_axes, split_mrope_parameters
 from ropekit.nd.reference import apply_token_matrices, cayley
 from ropekit.reference import apply_rotary_reference
+from ropekit.scaling import rope_frequencies
 
 __all__ = [
     "AxialRotaryEmbedding",
@@ -183,28 +185,49 @@ class LieREEmbedding(nn.Module):
 class MRotaryEmbedding(nn.Module):
     """M-RoPE of Qwen2-VL (``layout="chunked"``, section [16, 24, 24]) or Qwen3-VL (``"interleaved"``, [24, 20, 20]).
 
-    Half pairing (``rotate_half``) as in Qwen; ``rotary_dim = 2 * sum(mrope_section)`` (the rest passes through).
-    ``forward(q, k, position_ids [3, B, T])``; build ids with :func:`ropekit.nd.mrope_position_ids`.
+    Args:
+        head_dim: ``D``; ``rotary_dim = int(D * partial_rotary_factor)`` must equal ``2 * sum(mrope_section)``.
+        rope_parameters: the model's Hugging Face ``rope_parameters`` (``rope_theta``, any scaling type ropekit
+            knows), including ``mrope_section`` and optionally ``mrope_interleaved`` (Qwen3-VL hub configs);
+            see :func:`ropekit.nd.split_mrope_parameters`.
+        layout: overrides the layout read from ``rope_parameters`` (``"chunked"`` unless ``mrope_interleaved``).
+        max_position_embeddings: passed to :func:`ropekit.rope_frequencies` (YaRN/LongRoPE fallbacks).
+
+    Half pairing (``rotate_half``) as in Qwen. ``forward(q, k, position_ids [3, B, T])``; build ids with
+    :func:`ropekit.nd.mrope_position_ids`. cos and sin are multiplied by the type's attention factor.
     """
 
     inv_freq: torch.Tensor
 
     def __init__(
-        self, head_dim: int, mrope_section: Sequence[int], *, rope_theta: float = 10000.0, layout: str = "chunked"
+        self,
+        head_dim: int,
+        rope_parameters: Mapping[str, Any],
+        *,
+        layout: str | None = None,
+        max_position_embeddings: int | None = None,
     ) -> None:
         super().__init__()
-        r = sum(int(s) for s in mrope_section)
-        if 2 * r > head_dim:
-            raise ValueError(f"sum(mrope_section) = {r} pairs need head_dim >= {2 * r}, got {head_dim}")
-        self.mrope_section, self.layout = tuple(int(s) for s in mrope_section), layout
-        inv = 1.0 / (rope_theta ** (torch.arange(0, 2 * r, 2, dtype=torch.float64) / (2 * r)))
-        self.register_buffer("inv_freq", inv.to(torch.float32), persistent=False)  # [r]
+        core, section, read_layout = split_mrope_parameters(rope_parameters)
+        inv_freq, self.attention_factor = rope_frequencies(
+            core, head_dim=head_dim, max_position_embeddings=max_position_embeddings
+        )
+        if inv_freq.numel() != sum(section):
+            raise ValueError(
+                f"mrope_section {list(section)} counts {sum(section)} rotary pairs but head_dim {head_dim} with "
+                f"these rope_parameters gives {inv_freq.numel()}; the sections must sum to rotary_dim / 2"
+            )
+        self.mrope_section, self.layout = section, layout or read_layout
+        mrope_pair_axes(section, layout=self.layout)  # validates the layout and the sections now, not at forward
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # [r]
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if position_ids.dim() != 3 or position_ids.shape[0] != 3:
             raise ValueError(f"position_ids must be [3, B, T], got shape {tuple(position_ids.shape)}")
-        cos, sin = mrope_cos_sin(self.inv_freq, position_ids, self.mrope_section, layout=self.layout)  # [B, T, r]
+        cos, sin = mrope_cos_sin(
+            self.inv_freq, position_ids, self.mrope_section, layout=self.layout, attention_factor=self.attention_factor
+        )  # [B, T, r] each
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [B, 1, T, r]
         return apply_rotary_reference(q, cos, sin), apply_rotary_reference(k, cos, sin)

@@ -20,15 +20,37 @@ Legend: ``position_ids: [3, ..., T]`` (t, h, w), ``token_types: [T]`` (0 text, 1
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from ropekit.nd.reference import nd_angles
 
-__all__ = ["MROPE_LAYOUTS", "mrope_cos_sin", "mrope_pair_axes", "mrope_position_ids"]
+__all__ = ["MROPE_LAYOUTS", "mrope_cos_sin", "mrope_pair_axes", "mrope_position_ids", "split_mrope_parameters"]
 
 MROPE_LAYOUTS = ("chunked", "interleaved")  # Qwen2-VL / Qwen2.5-VL, Qwen3-VL
+
+
+def split_mrope_parameters(rope_parameters: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[int, int, int], str]:
+    """Split a Qwen-VL ``rope_parameters`` mapping into ``(1-D parameters, mrope_section, layout)``.
+
+    ``mrope_section`` (required) and ``mrope_interleaved`` (Qwen3-VL hub configs: ``True`` -> ``"interleaved"``,
+    absent/False -> ``"chunked"``) are removed; the rest is what :func:`ropekit.rope_frequencies` accepts (its
+    strict key check then applies, so misspelled keys still raise). Note that transformers' Qwen3-VL module uses
+    the interleaved layout whatever the flag says.
+    """
+    params = dict(rope_parameters)
+    if "mrope_section" not in params:
+        raise ValueError(
+            f"rope_parameters has no 'mrope_section' (keys: {sorted(params)}); M-RoPE needs the (t, h, w) pair "
+            "counts, e.g. [16, 24, 24] for Qwen2-VL or [24, 20, 20] for Qwen3-VL"
+        )
+    section = tuple(int(s) for s in params.pop("mrope_section"))
+    if len(section) != 3:
+        raise ValueError(f"mrope_section must have three entries (t, h, w), got {list(section)}")
+    layout = "interleaved" if params.pop("mrope_interleaved", False) else "chunked"
+    return params, (section[0], section[1], section[2]), layout
 
 
 def mrope_pair_axes(mrope_section: Sequence[int], *, layout: str = "chunked") -> torch.Tensor:
