@@ -101,12 +101,35 @@ def test_decode_across_the_switch_matches_full_forward(family, case):
 
 
 @torch.no_grad()
-def test_deeper_layers_are_closer_but_not_exact():
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_deeper_layers_are_closer_but_not_exact(family):
     """With 2 layers, layer-2 keys/values come from hidden states computed in the old state: re-rotation
     fixes the rotation only, so it reduces the gap without closing it (documented in docs/hf.md)."""
-    model, _ = tiny_model("llama", "dynamic", layers=2)
+    model, _ = tiny_model(family, "dynamic", layers=2)  # gemma3: a sliding-window layer + a scaled full one
     patch(model, mode="current")
     ids = torch.randint(3, 128, (2, 22), generator=torch.Generator().manual_seed(0))
     rerotated, _ = _decode_worst(model, ids, 6, rerotating=True)
     stale, _ = _decode_worst(model, ids, 6, rerotating=False)
     assert rerotated < stale
+
+
+def test_rotary_embedding_position_edge_cases():
+    """Packed sequences restart positions, left padding, positions past the table, bad positions raise."""
+    from ropekit import apply_rotary
+
+    rope = RotaryEmbedding(16, max_position_embeddings=8)  # initial table of 8 rows
+    q, k = torch.randn(1, 2, 9, 16), torch.randn(1, 2, 9, 16)
+    packed = torch.cat((torch.arange(4), torch.arange(5)))[None]  # [1, 9]: two documents
+    pq, pk = rope(q, k, packed)
+    a = rope(q[:, :, :4], k[:, :, :4])
+    b = rope(q[:, :, 4:], k[:, :, 4:])
+    assert torch.allclose(pq, torch.cat((a[0], b[0]), 2), atol=1e-6)
+    assert torch.allclose(pk, torch.cat((a[1], b[1]), 2), atol=1e-6)
+    far_q, _ = rope(q, k, 10_000)  # offset far past the table: it grows, no IndexError
+    cos, sin = rope.cos_sin(9, torch.arange(10_000, 10_009))
+    assert torch.allclose(far_q, apply_rotary(q, cos, sin), atol=1e-6)
+    for bad, match in ((torch.arange(9.0), "integer"), (torch.arange(9) - 3, ">= 0")):
+        with pytest.raises(ValueError, match=match):
+            rope(q, k, bad)
+    with pytest.raises(ValueError, match=">= 0"):
+        rope(q, k, -1)

@@ -16,9 +16,19 @@ def test_logits_match_transformers(family, case):
     try:
         prefill, decode = measure(family, case)
     except UnsupportedCase:
-        assert family == "phi3" and case not in ("default", "ntk", "longrope")
+        assert family == "phi3" and case not in ("default", "ntk", "longrope")  # Phi3Config's own restriction
         return
     assert prefill < TOL and decode < TOL, (prefill, decode)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_patched_module_is_the_one_that_runs(family):
+    model, _ = tiny_model(family, "default")
+    ids = _ids(T=12)
+    ref = model(ids).logits
+    patch(model, rope_parameters={"rope_type": "default", "rope_theta": 300.0})
+    assert (model(ids).logits - ref).abs().max() > 1e-4  # a parity of 1e-7 above is not vacuous
 
 
 def _ids(T=24, B=2, seed=0):

@@ -31,6 +31,8 @@ FAMILIES: dict[str, str] = {
     "gemma": "gemma",
     "gemma2": "gemma2",
     "gemma3": "gemma3_text",
+    "deepseek_v3": "deepseek_v3",
+    "gpt_oss": "gpt_oss",
 }
 _PARTIAL = {"gpt_neox": 0.25}  # GPT-NeoX's rotary_pct default (Pythia)
 
@@ -100,6 +102,16 @@ def rope_case(case: str, *, partial: float = 1.0) -> tuple[dict[str, Any], dict[
     raise ValueError(f"unknown rope case {case!r}; expected one of {ROPE_CASES}")
 
 
+def _for_rotary_dim(case, dim, params, override):
+    """Rebuild a case for a rotary dimension other than ``HEAD_DIM`` (LongRoPE lists, NTK's base depend on it)."""
+    if case in ("longrope", "ntk"):
+        params, override, _ = rope_case(case, partial=dim / HEAD_DIM)
+        params.pop("partial_rotary_factor", None)
+        if override is not None:
+            override.pop("partial_rotary_factor", None)
+    return params, override
+
+
 def tiny_model(
     family: str, case: str, *, seed: int = 0, layers: int = 2
 ) -> tuple[torch.nn.Module, dict[str, Any] | None]:
@@ -138,6 +150,14 @@ def tiny_model(
         kwargs.update(layer_types=["sliding_attention", "full_attention"][-layers:], sliding_window=16)
     if family == "gemma2":
         kwargs.update(sliding_window=16)
+    if family == "deepseek_v3":  # MLA: 8 of each head's 16 q/k features rotate, interleaved pairs; dense MLPs
+        mla = dict(kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16)
+        moe = dict(n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1, first_k_dense_replace=layers)
+        kwargs.update(**mla, **moe, num_key_value_heads=4, moe_intermediate_size=32)
+        kwargs.pop("head_dim")
+        params, override = _for_rotary_dim(case, 8, params, override)
+    if family == "gpt_oss":  # tables of width r (no duplicated halves); 2 experts, alternating sliding layers
+        kwargs.update(num_local_experts=2, num_experts_per_tok=1, sliding_window=16)
     try:
         config = AutoConfig.for_model(FAMILIES[family], rope_parameters=params, **kwargs)
         config._attn_implementation = "eager"

@@ -1,6 +1,6 @@
 """Logit parity of ropekit-patched transformers models, every rope case x every family.
 
-Run ``python -m ropekit.hf.parity_table`` (about 10 s on 2 cores). Each cell is the max |logit difference|
+Run ``python -m ropekit.hf.parity_table`` (about 15 s on 2 cores). Each cell is the max |logit difference|
 between the model and the same model after :func:`ropekit.hf.patch`, as ``prefill / cached decode``:
 prefill is one forward pass over ``[2, 24]`` random tokens; cached decode prefills 20 tokens and decodes 4
 one at a time with a ``DynamicCache`` (crossing dynamic NTK's threshold at 16 and LongRoPE's at 8).

@@ -19,6 +19,7 @@ Legend: ``x: [B, T, hidden]`` (only its dtype and device are read), ``position_i
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -56,6 +57,23 @@ def _override_for(rope_parameters: Mapping[str, Any] | None, layer_type: str | N
     return dict(nested[layer_type]) if layer_type in nested else None
 
 
+@torch.no_grad()
+def _duplicates_halves(module: nn.Module, layer_types: list[str | None]) -> bool:
+    """Probe a copy of a transformers rotary module (the original keeps its state): does it return
+    ``cat(freqs, freqs)`` (width 2r) or ``freqs`` (width r)?"""
+    probe = copy.deepcopy(module)
+    x, position_ids = torch.zeros(1, 1), torch.zeros(1, 1, dtype=torch.long)
+    device = next((b.device for b in probe.buffers()), None)
+    if device is not None:
+        x, position_ids = x.to(device), position_ids.to(device)
+    layer_type = layer_types[0]
+    cos, _ = probe(x, position_ids) if layer_type is None else probe(x, position_ids, layer_type)
+    inv_freq = getattr(probe, "inv_freq", None)
+    if inv_freq is None:
+        inv_freq = getattr(probe, f"{layer_type}_inv_freq")
+    return cos.shape[-1] == 2 * inv_freq.numel()
+
+
 def find_rotary_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(qualified name, module)`` of every text rotary embedding in ``model`` (transformers classes named
     ``*RotaryEmbedding`` that carry a ``config`` and a ``rope_type``; vision rotaries are skipped)."""
@@ -82,6 +100,8 @@ class RopekitRotary(nn.Module):
             the current length (``max(position_ids) + 1``).
         allow_negative: accept negative positions (rotations by negative angles); default raises.
         allow_fractional: accept floating ``position_ids`` (e.g. interpolated positions); default raises.
+        duplicated: return ``cat(freqs, freqs)`` tables ``[B, T, 2r]`` (most families) or ``[B, T, r]``
+            (gpt-oss, whose attention splits q in halves itself); :func:`patch` reads it off the original.
     """
 
     def __init__(
@@ -93,8 +113,10 @@ class RopekitRotary(nn.Module):
         mode: Mode = "transformers",
         allow_negative: bool = False,
         allow_fractional: bool = False,
+        duplicated: bool = True,
     ) -> None:
         super().__init__()
+        self.duplicated = duplicated
         if mode not in ("transformers", "current"):
             raise ValueError(f"mode must be 'transformers' or 'current', got {mode!r}")
         self.mode, self.allow_negative, self.allow_fractional = mode, allow_negative, allow_fractional
@@ -152,7 +174,8 @@ class RopekitRotary(nn.Module):
     def forward(
         self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(cos, sin)``, each ``[B, T, 2r]`` in ``x.dtype``, halves duplicated, times the attention factor."""
+        """``(cos, sin)``, each ``[B, T, 2r]`` (halves duplicated; ``[B, T, r]`` if not ``duplicated``) in
+        ``x.dtype``, times the attention factor."""
         self._validate(position_ids)
         rope = self.rope(layer_type)
         positions = position_ids.to(x.device)
@@ -167,11 +190,12 @@ class RopekitRotary(nn.Module):
             cos, sin = angles.cos() * factor, angles.sin() * factor
         else:
             cos, sin = rope_cos_sin(inv_freq, positions, attention_factor=factor)  # [B, T, r] each
-        cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)  # [B, T, 2r]: halves layout
+        if self.duplicated:
+            cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)  # [B, T, 2r]: halves layout
         return cos.to(x.dtype), sin.to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, layer_types={list(self.ropes)}"
+        return f"mode={self.mode!r}, layer_types={list(self.ropes)}, duplicated={self.duplicated}"
 
 
 def patch(
@@ -198,13 +222,15 @@ def patch(
         )
     replacements = []
     for name, module in found:  # build all first: a config error leaves the model untouched
+        layer_types = _layer_types(module)
         new = RopekitRotary(
             module.config,
-            _layer_types(module),
+            layer_types,
             rope_parameters=rope_parameters,
             mode=mode,
             allow_negative=allow_negative,
             allow_fractional=allow_fractional,
+            duplicated=_duplicates_halves(module, layer_types),
         )
         device = next((b.device for b in module.buffers()), None)
         if device is not None:
