@@ -145,3 +145,13 @@ def test_half_precision_is_one_rounding_of_float32(dtype: torch.dtype) -> None:
         assert out.dtype == dtype, name
         ulp = torch.finfo(dtype).eps * ref.abs().clamp_min(torch.finfo(dtype).tiny)
         assert ((out.float() - ref).abs() <= ulp).all(), name
+
+
+def test_lie_errors_name_the_problem() -> None:
+    x = torch.randn(5, 8)
+    with pytest.raises(ValueError, match="head_dim 8"):
+        apply_liere(x, torch.zeros(2, 6, 6), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="3 axes but there are 2 generators"):
+        apply_liere(x, torch.zeros(2, 8, 8), torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="head_dim 12"):
+        LieREEmbedding(8)(torch.randn(1, 1, 5, 12), torch.randn(1, 1, 5, 12), torch.zeros(5, 2))
