@@ -20,7 +20,6 @@ Legend: ``S`` image side, ``G = S / 7`` patches per side, ``s`` coordinate shift
 
 from __future__ import annotations
 
-import itertools
 import pathlib
 import time
 from typing import Any
@@ -147,7 +146,7 @@ def evaluate(
 
 
 def _train(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: dict[str, Any], seed: int) -> float:
-    """AdamW with a cosine schedule over ``epochs``; returns the mean loss of the last epoch."""
+    """AdamW with a one-cycle schedule (10% warm-up, cosine decay); returns the mean loss of the last epoch."""
     gen = torch.Generator().manual_seed(seed)
     x_all = _resize(images, _TRAIN_SIZE)
     bs = cfg["batch_size"]
@@ -194,6 +193,37 @@ def _relativity_defects(model: torch.nn.Module, shift: float, seed: int) -> list
     return out
 
 
+def _accuracy_rows(
+    model: torch.nn.Module,
+    enc: str,
+    run_seed: int,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    cfg: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """One row per (resolution, position mode) at shift 0 and per shift at 28x28."""
+    cases = [("resolution", size, 0, False) for size in cfg["resolutions"]]
+    if enc in _ROTARY:
+        cases += [("resolution_interpolated", size, 0, True) for size in cfg["resolutions"]]
+    cases += [("shift", _TRAIN_SIZE, shift, False) for shift in cfg["shifts"]]
+    rows = []
+    for test, size, shift, interp in cases:
+        acc = evaluate(model, x_test, y_test, size=size, shift=float(shift), interpolate_positions=interp)
+        rows.append(
+            {
+                "encoding": enc,
+                "seed": run_seed,
+                "test": test,
+                "image_size": size,
+                "grid": size // _PATCH,
+                "shift": shift,
+                "accuracy": acc,
+                "n_test": y_test.numel(),
+            }
+        )
+    return rows
+
+
 def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
     """Train one ViT per encoding and seed; measure accuracy per resolution and per shift; write the section."""
     from ropekit.data import load_mnist_5k
@@ -235,35 +265,7 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
                 "parameters": sum(p.numel() for p in model.parameters()),
             }
         )
-        tests = [("resolution", False)] + ([("resolution_interpolated", True)] if enc in _ROTARY else [])
-        for (test, interp), size in itertools.product(tests, cfg["resolutions"]):
-            acc = evaluate(model, x_test, y_test, size=size, interpolate_positions=interp)
-            acc_rows.append(
-                {
-                    "encoding": enc,
-                    "seed": run_seed,
-                    "test": test,
-                    "image_size": size,
-                    "grid": size // _PATCH,
-                    "shift": 0,
-                    "accuracy": acc,
-                    "n_test": len(test_idx),
-                }
-            )
-        for shift in cfg["shifts"]:
-            acc = evaluate(model, x_test, y_test, size=_TRAIN_SIZE, shift=float(shift))
-            acc_rows.append(
-                {
-                    "encoding": enc,
-                    "seed": run_seed,
-                    "test": "shift",
-                    "image_size": _TRAIN_SIZE,
-                    "grid": _TRAIN_SIZE // _PATCH,
-                    "shift": shift,
-                    "accuracy": acc,
-                    "n_test": len(test_idx),
-                }
-            )
+        acc_rows += _accuracy_rows(model, enc, run_seed, x_test, y_test, cfg)
         for shift in [s for s in cfg["shifts"] if s]:
             for layer, defect in enumerate(_relativity_defects(model, float(shift), run_seed)):
                 rel_rows.append(
