@@ -44,7 +44,7 @@ def _as_positions(positions: torch.Tensor | int, T: int, name: str, device: torc
     return positions.to(device)
 
 
-def _state_length(rope: RotaryEmbedding, seq_len: int | None, positions: torch.Tensor, name: str) -> int | None:
+def _state_length(rope: RotaryEmbedding, seq_len: int | None, name: str) -> int | None:
     if not depends_on_length(rope.spec.rope_type):
         return None
     if seq_len is None:
@@ -83,8 +83,8 @@ def rerotate(
     T = k.shape[-2]
     src = _as_positions(from_positions, T, "from_positions", k.device)
     dst = _as_positions(to_positions, T, "to_positions", k.device)
-    inv_src, af_src = rope.frequencies(_state_length(rope, from_seq_len, src, "from_seq_len"))
-    inv_dst, af_dst = rope.frequencies(_state_length(rope, to_seq_len, dst, "to_seq_len"))
+    inv_src, af_src = rope.frequencies(_state_length(rope, from_seq_len, "from_seq_len"))
+    inv_dst, af_dst = rope.frequencies(_state_length(rope, to_seq_len, "to_seq_len"))
     angles = dst.to(torch.float64).unsqueeze(-1) * inv_dst.to(torch.float64)  # [..., T, r] exact
     angles = angles - src.to(torch.float64).unsqueeze(-1) * inv_src.to(torch.float64)
     angles = (angles - torch.round(angles / _TWO_PI) * _TWO_PI).to(torch.float32)  # [..., T, r] in [-pi, pi]

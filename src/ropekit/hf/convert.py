@@ -129,7 +129,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert-layout",
         help="rewrite q/k weights of a safetensors checkpoint to the half or interleaved rotary pairing",
-        description=__doc__.split("\n")[0],
+        description="Permute the q/k projection rows of a safetensors checkpoint, head by head, to the half "
+        "(Hugging Face Llama, GPT-NeoX) or interleaved (Meta Llama, GPT-J) rotary pairing. Reads safetensors only; "
+        "writes atomically (temporary file + rename).",
     )
     p.add_argument("checkpoint", help="input .safetensors file")
     p.add_argument("--config", required=True, help="the model's config.json (head counts, head_dim, rotary dim)")
