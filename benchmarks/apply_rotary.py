@@ -12,6 +12,10 @@ on this machine. The script re-executes itself with ``GLIBC_TUNABLES=glibc.mallo
 glibc.malloc.trim_threshold=68719476736`` (glibc then serves big blocks from a heap it never returns, so outputs
 reuse warm pages), the floor copies into buffers allocated once, and every implementation is warmed up first.
 
+Threads: one by default. On a shared 2-core machine a 2-thread op waits at a barrier for a second core that
+another process holds: a plain 32 MiB copy measured 1.6 ms with one thread and 32-40 ms with two at load 4-7.
+``--threads 2`` measures both cores when the machine is idle.
+
 Peers (formulas re-typed here, or the installed library): transformers' ``apply_rotary_pos_emb`` eager and under
 ``torch.compile``; Meta's complex-multiply form (llama ``model.py``: ``view_as_complex(x.float()) * freqs_cis``);
 rotary-embedding-torch's ``RotaryEmbedding.rotate_queries_or_keys``; torchtune's ``RotaryPositionalEmbeddings``
@@ -276,10 +280,16 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=RESULTS, help=f"CSV to append to (default {RESULTS})")
     parser.add_argument("--no-csv", action="store_true", help="do not append CSV rows")
     parser.add_argument("--no-reexec", action="store_true", help="do not re-run under GLIBC_TUNABLES")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the module doc)")
     args = parser.parse_args()
     if os.environ.get("GLIBC_TUNABLES") != TUNABLES and not args.no_reexec:
         env = {**os.environ, "GLIBC_TUNABLES": TUNABLES}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)  # malloc settings only apply at startup
+    torch.set_num_threads(args.threads)
+    # One compiled transformers function meets 4 shapes x 2 dtypes x grad/no-grad: without a higher limit Dynamo
+    # stops recompiling after 8 variants and silently runs it eagerly.
+    torch._dynamo.config.recompile_limit = 64
+    torch._dynamo.config.cache_size_limit = 64
     reps = args.reps or (5 if args.quick else 21)
     shapes = QUICK_SHAPES if args.quick else SHAPES
     from ropekit.kernels import cpu
