@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    log_evals: bool = True,
 ) -> TrainResult:
     """Train a model built from ``model_cfg`` (task fields filled in from ``task.model_overrides()``).
 
@@ -169,6 +171,7 @@ def train(
             ``None`` = keep nothing on disk (and no resume).
         resume: continue from ``out_dir``'s latest checkpoint (same settings required; ``steps`` may grow).
         stop_after: stop after this global step (the run can be resumed later), e.g. to split a job.
+        log_evals: without a progress bar, print each evaluation to stderr (rank 0).
 
     Returns:
         :class:`TrainResult`; ``history`` rows are ``{"step", "loss", "lr"}`` and ``{"step", "eval": {...}}``.
@@ -238,8 +241,11 @@ def train(
         if is_eval:
             final_eval = _evaluate(model, task, rank, world)
             history.append({"step": step, "eval": final_eval})
+            line = f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in final_eval.items())
             if hasattr(bar, "write"):
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in final_eval.items()))
+                bar.write(line)
+            elif rank == 0 and log_evals:
+                print(line, file=sys.stderr, flush=True)
         if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or (not cfg.ckpt_every and is_eval) or step == end:
             checkpoint(step)
     seconds = time.perf_counter() - t0
