@@ -169,3 +169,15 @@ def test_compile_inplace_fullgraph() -> None:
     torch.compile(step, fullgraph=True, backend="aot_eager")(q, k)
     assert_matches(q, ref_q)
     assert_matches(k, ref_k)
+
+
+@pytest.mark.parametrize("mode", ["table", "pos2d"])
+def test_custom_ops_pass_opcheck(mode: str) -> None:
+    """Schema, fake (meta) implementation, autograd registration and AOT dispatch of the ops used under compile."""
+    from ropekit.kernels import ops
+
+    case = make_case(torch.float32, mode, T=4, D=12, r=4)
+    table = (case.cos, case.sin) if mode == "pos2d" else (case.cos[None, None], case.sin[None, None])
+    q, k = case.q.clone().requires_grad_(), case.k.clone().requires_grad_()
+    torch.library.opcheck(ops.rotary_qk, (q, k, *table, case.positions, True, False, "cpp"))
+    torch.library.opcheck(ops.rotary_qk_, (case.q.clone(), case.k.clone(), *table, case.positions, False, False, "cpp"))

@@ -124,6 +124,8 @@ def _rotate(q, k, cos, sin, positions, interleaved: bool, inplace: bool):
     if direct:
         q_out, k_out = torch.empty_like(q4), torch.empty_like(k4)
         ops.run(backend, q4, k4, q_out, k_out, c, s, pos, interleaved, False)
+    elif not torch.compiler.is_compiling():
+        q_out, k_out = ops.RotaryQK.apply(q4, k4, c, s, pos, interleaved, False, backend)
     else:
         q_out, k_out = ops.rotary_qk(q4, k4, c, s, pos, interleaved, False, backend)
     return q_out.view(q.shape), (k_out.view(k.shape) if k is not None else None)
