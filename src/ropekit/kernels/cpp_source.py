@@ -78,8 +78,9 @@ inline void half_step(const R* xa, const R* xb, R* oa, R* ob, const float* c, co
   st16<FULL>(ob, _mm512_add_ps(_mm512_mul_ps(b, cj), _mm512_mul_ps(a, sj)), m);
 }
 
-template <typename R, bool CONJ>
-inline void rot_half_v(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s, int64_t n) {
+template <typename R, bool CONJ, int NR>  // NR > 0: the pair count known at compile time (loops unrolled)
+inline void rot_half_v(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s, int64_t n_rt) {
+  const int64_t n = NR > 0 ? NR : n_rt;
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) half_step<true, CONJ>(xa + j, xb + j, oa + j, ob + j, c + j, s + j, 0xFFFF);
   if (j < n) half_step<false, CONJ>(xa + j, xb + j, oa + j, ob + j, c + j, s + j, low_mask(n - j));
@@ -100,8 +101,9 @@ inline void inter_step(const R* x, R* o, const float* c, const float* s, __mmask
   st16<FULL>(o, _mm512_add_ps(_mm512_mul_ps(v, c16), _mm512_mul_ps(swapped, s16)), m);
 }
 
-template <typename R, bool CONJ>
-inline void rot_inter_v(const R* x, R* o, const float* c, const float* s, int64_t n) {
+template <typename R, bool CONJ, int NR>
+inline void rot_inter_v(const R* x, R* o, const float* c, const float* s, int64_t n_rt) {
+  const int64_t n = NR > 0 ? NR : n_rt;
   int64_t j = 0;  // pair index; 8 pairs = 16 features per step
   for (; j + 8 <= n; j += 8) inter_step<true, CONJ>(x + 2 * j, o + 2 * j, c + j, s + j, 0xFFFF, 0xFF);
   if (j < n) inter_step<false, CONJ>(x + 2 * j, o + 2 * j, c + j, s + j, low_mask(2 * (n - j)), low_mask(n - j));
@@ -142,14 +144,14 @@ inline void rot_inter(const typename S::raw* __restrict__ x, typename S::raw* __
 
 constexpr int64_t kBlock = 64;  // pairs staged through a stack buffer when rotating in place
 
-template <typename S, bool INTERLEAVED, bool CONJ>
+template <typename S, bool INTERLEAVED, bool CONJ, int NR>
 inline void rotate_row(const typename S::raw* x, typename S::raw* o, const typename S::acc* c,
                        const typename S::acc* s, int64_t r, int64_t d) {
   using R = typename S::raw;
 #ifdef ROPEKIT_AVX512
   if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {
-    if (INTERLEAVED) rot_inter_v<R, CONJ>(x, o, c, s, r);
-    else rot_half_v<R, CONJ>(x, x + r, o, o + r, c, s, r);
+    if (INTERLEAVED) rot_inter_v<R, CONJ, NR>(x, o, c, s, r);
+    else rot_half_v<R, CONJ, NR>(x, x + r, o, o + r, c, s, r);
     if (static_cast<const void*>(x) != static_cast<void*>(o) && d > 2 * r) {
       std::memcpy(o + 2 * r, x + 2 * r, (d - 2 * r) * sizeof(R));  // pass-through features (partial rotary)
     }
@@ -177,7 +179,7 @@ inline void rotate_row(const typename S::raw* x, typename S::raw* o, const typen
   }
 }
 
-template <typename S, bool INTERLEAVED, bool CONJ>
+template <typename S, bool INTERLEAVED, bool CONJ, int NR>
 void run(const Side* sides, int n_sides, const at::Tensor& cos, const at::Tensor& sin,
          const c10::optional<at::Tensor>& positions) {
   using R = typename S::raw; using A = typename S::acc;
@@ -203,20 +205,28 @@ void run(const Side* sides, int n_sides, const at::Tensor& cos, const at::Tensor
       const Side& sd = sides[side_i];
       int64_t m = first - lo;
       int64_t t = m % sd.T, h = (m / sd.T) % sd.H, b = m / (sd.T * sd.H);  // divide once, then count
-      for (; m < last - lo; ++m) {
+      while (m < last - lo) {  // one run of consecutive tokens of one (batch, head): pointers just advance
+        const int64_t len = std::min(sd.T - t, last - lo - m);
         const R* x = static_cast<const R*>(sd.x) + b * sd.xb + h * sd.xh + t * sd.xt;
         R* o = static_cast<R*>(sd.o) + b * sd.ob + h * sd.oh + t * sd.ot;
-        int64_t off;
         if (pp != nullptr) {
-          const int64_t p = pp[b * pb + t * pt];
-          TORCH_CHECK(p >= 0 && p < L, "ropekit: position ", p, " is outside the cos/sin table of ", L,
-                      " rows; build the table for positions up to max(positions)");
-          off = p * crow;
+          const int64_t* prow = pp + b * pb + t * pt;
+          for (int64_t i = 0; i < len; ++i, x += sd.xt, o += sd.ot) {
+            const int64_t p = prow[i * pt];
+            TORCH_CHECK(p >= 0 && p < L, "ropekit: position ", p, " is outside the cos/sin table of ", L,
+                        " rows; build the table for positions up to max(positions)");
+            rotate_row<S, INTERLEAVED, CONJ, NR>(x, o, cp + p * crow, sp + p * crow, r, sd.D);
+          }
         } else {
-          off = b * sd.cb + h * sd.ch + t * sd.ct;
+          const int64_t off = b * sd.cb + h * sd.ch + t * sd.ct;
+          const A* c = cp + off;
+          const A* sn = sp + off;
+          for (int64_t i = 0; i < len; ++i, x += sd.xt, o += sd.ot, c += sd.ct, sn += sd.ct) {
+            rotate_row<S, INTERLEAVED, CONJ, NR>(x, o, c, sn, r, sd.D);
+          }
         }
-        rotate_row<S, INTERLEAVED, CONJ>(x, o, cp + off, sp + off, r, sd.D);
-        if (++t == sd.T) { t = 0; if (++h == sd.H) { h = 0; ++b; } }
+        m += len; t += len;
+        if (t == sd.T) { t = 0; if (++h == sd.H) { h = 0; ++b; } }
       }
     }
   });
@@ -239,15 +249,27 @@ Side make_side(const at::Tensor& x, at::Tensor& o, const at::Tensor& cos, bool w
   return s;
 }
 
+template <typename S, int NR>
+void run_flags(const Side* sides, int n, const at::Tensor& cos, const at::Tensor& sin,
+               const c10::optional<at::Tensor>& p, bool interleaved, bool conj) {
+  if (interleaved) {
+    if (conj) run<S, true, true, NR>(sides, n, cos, sin, p); else run<S, true, false, NR>(sides, n, cos, sin, p);
+  } else {
+    if (conj) run<S, false, true, NR>(sides, n, cos, sin, p); else run<S, false, false, NR>(sides, n, cos, sin, p);
+  }
+}
+
 template <typename S>
 void run_dtype(const Side* sides, int n, const at::Tensor& cos, const at::Tensor& sin,
-               const c10::optional<at::Tensor>& positions, bool interleaved, bool conj) {
-  auto& p = positions;
-  if (interleaved) {
-    if (conj) run<S, true, true>(sides, n, cos, sin, p); else run<S, true, false>(sides, n, cos, sin, p);
-  } else {
-    if (conj) run<S, false, true>(sides, n, cos, sin, p); else run<S, false, false>(sides, n, cos, sin, p);
+               const c10::optional<at::Tensor>& p, bool interleaved, bool conj) {
+#ifdef ROPEKIT_AVX512
+  if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {  // head_dim 64 and 128: unrolled rows
+    const int64_t r = cos.size(-1);
+    if (r == 32) return run_flags<S, 32>(sides, n, cos, sin, p, interleaved, conj);
+    if (r == 64) return run_flags<S, 64>(sides, n, cos, sin, p, interleaved, conj);
   }
+#endif
+  run_flags<S, 0>(sides, n, cos, sin, p, interleaved, conj);
 }
 
 }  // namespace
