@@ -303,15 +303,8 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     model, _ = _load_run(args)
     tok = ByteTokenizer()
-    ids = torch.tensor(
-        [
-            [
-                tok.bos_id if model.config.task == "lm" and not args.prompt else t
-                for t in (tok.encode(args.prompt) or [tok.bos_id])
-            ]
-        ],
-        dtype=torch.int64,
-    )
+    prompt = tok.encode(args.prompt) or [tok.bos_id]  # an empty prompt starts from bos
+    ids = torch.tensor([prompt], dtype=torch.int64)  # [1, T]
     if model.config.task == "lm":
         out = model.generate(
             ids,
