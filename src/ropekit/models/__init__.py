@@ -6,7 +6,7 @@ grouped-query heads) and take the position encoding as one argument, ``ModelConf
 
     from ropekit.models import ModelConfig, build_model, save_model, load_model
     model = build_model(ModelConfig(task="lm", pe={"kind": "alibi"}))
-    model = build_model(ModelConfig(task="classify", pe="yarn" ...))  # see positions.py for every kind
+    model = build_model(ModelConfig(task="classify", pe={"kind": "prope", "p": 0.75}))  # kinds: positions.py
 
 See ``docs/training.md`` for training, checkpoints and the CLI.
 """

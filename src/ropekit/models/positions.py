@@ -267,7 +267,11 @@ class PRoPE(_TableRotary):
 @register_position_encoding("xpos")
 class XPos(_TableRotary):
     """xPos (Sun et al. 2022): RoPE with ``q * zeta_j^(n/B)`` and ``k * zeta_j^(-n/B)``,
-    ``zeta_j = (2j/d + 0.4) / 1.4`` for pair ``j`` of ``d = head_dim``; logits decay with distance."""
+    ``zeta_j = (2j/d + 0.4) / 1.4`` for pair ``j`` of ``d = head_dim``; logits decay with distance.
+
+    Range: the scales are float32 powers of ``zeta_0 = 0.4/1.4``; ``q * scale`` underflows (and ``k / scale``
+    nears overflow) past about ``n = 70 * scale_base`` (36k positions for ``B = 512``), with precision degrading
+    before that: raise ``scale_base`` for longer sequences."""
 
     inv_freq: torch.Tensor
     zeta: torch.Tensor
