@@ -196,3 +196,27 @@ def test_config_round_trip_and_unknown_keys():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg and cfg.pe["kind"] == "rope"
     with pytest.raises(ValueError, match="did you mean 'd_model'"):
         ModelConfig.from_dict({"d_modle": 3})
+
+
+def test_a_new_kind_is_one_registered_class():
+    from ropekit.models import POSITION_ENCODINGS, PositionEncoding, register_position_encoding
+
+    @register_position_encoding("test_bias")
+    class TestBias(PositionEncoding):
+        def __init__(self, dims, scale: float = 0.1):
+            super().__init__()
+            self.scale = scale
+
+        def bias(self, q_positions, k_positions):
+            return -self.scale * (q_positions[..., :, None] - k_positions[..., None, :]).abs().float()[:, None]
+
+    try:
+        model = tiny("lm", {"kind": "test_bias", "scale": 0.5})
+        ids = torch.randint(0, V, (2, 6))
+        cache = model.new_cache()
+        steps = [model(ids[:, :3], cache=cache), model(ids[:, 3:], cache=cache)]
+        torch.testing.assert_close(torch.cat(steps, 1), model(ids), rtol=1e-4, atol=1e-5)
+        with pytest.raises(ValueError, match="already registered"):
+            register_position_encoding("test_bias")(TestBias)
+    finally:
+        POSITION_ENCODINGS.pop("test_bias", None)
