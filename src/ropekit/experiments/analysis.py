@@ -152,6 +152,8 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
     torch.set_num_threads(1)
     start = time.perf_counter()
     plt = matplotlib_agg()
+    import matplotlib.colors as mcolors
+
     out = Outputs(out_dir, NAME)
     dim, findings = cfg["dim"], []
     steps = progress(range(6), desc=NAME, total=6)
@@ -342,7 +344,7 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
     pos = np.arange(T)
     rel = pos[:, None] - pos[None, :]  # [T, T]
     scales = {"large theta (x4)": 4.0, "small theta (x0.02)": 0.02}
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     rows, local_mass = [], {}
     for ax, (label, scale) in zip(axes, scales.items(), strict=True):
         thetas = scale * _thetas(hd, 10000.0)
@@ -364,14 +366,14 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
                 "mean_mass_within_window": mass,
             }
         )
-        ax.imshow(att, cmap="viridis", aspect="auto")
+        ax.imshow(att, cmap="viridis", aspect="auto", norm=mcolors.PowerNorm(gamma=0.3))
         ax.set(title=f"{label}: mass within {w} = {mass:.2f}", xlabel="key position n", ylabel="query position m")
     out.write_csv("locality", rows, "Mean attention mass within 8 tokens of the diagonal (queries in the second half).")
     out.save_figure(
         fig,
         "locality",
         "Causal softmax attention of identical content q = k under RoPE with frequencies scaled x4 and x0.02.\n"
-        f"Scores sum_i 2cos((m-n)theta_i)/sqrt(d), d={hd}, base 10000; only the position term varies.",
+        f"Scores sum_i 2cos((m-n)theta_i)/sqrt(d), d={hd}, base 10000; colour gamma 0.3.",
     )
     (lab_big, m_big), (lab_small, m_small) = local_mass.items()
     findings.append(

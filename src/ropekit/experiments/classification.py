@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "max_len": 96,
-        "steps": 100,
+        "steps": 80,
         "batch": 32,
         "d_model": 64,
         "n_layers": 2,

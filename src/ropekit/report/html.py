@@ -36,6 +36,7 @@ section{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(0,0,0,.08);
 ul.findings li{margin:3px 0}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:16px;margin-top:12px}
 figure.wide{grid-column:1/-1}
+figure.wide img{width:auto;max-width:100%;max-height:430px;margin:0 auto}
 figure{margin:0;background:#fafbfc;border:1px solid #e5e8ef;border-radius:8px;padding:10px}
 figure img{width:100%;height:auto;display:block}
 figcaption{font-size:13px;color:#4b5466;margin-top:6px;white-space:pre-line}
