@@ -114,4 +114,7 @@ def test_bad_inputs_exit_2_with_a_clear_message(tmp_path, capsys):
     capsys.readouterr()
     assert main([*base, "--pe", "alibi", "--resume"]) == 2
     assert "settings differ" in capsys.readouterr().err
+    assert main([*base]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert main([*base, "--overwrite"]) == 0
     assert main(["eval", str(tmp_path / "missing")]) == 2

@@ -134,16 +134,22 @@ class NoPE(PositionEncoding):
 
 @register_position_encoding("sinusoidal")
 class Sinusoidal(PositionEncoding):
-    """Vaswani et al. (2017) fixed table added to the embeddings (``ropekit.sinusoidal_table``)."""
+    """Vaswani et al. (2017) fixed table added to the embeddings (``ropekit.sinusoidal_table``).
 
-    def __init__(self, dims: Dims, base: float = 10_000.0) -> None:
+    ``scale_embeddings``: multiply the token embeddings by ``sqrt(C)`` first, as the paper does (section 3.4).
+    Without it, table entries of size ~1 swamp embeddings initialised with std 0.02: a byte LM trained that way
+    stayed at the unigram loss for 600 steps (docs/training.md).
+    """
+
+    def __init__(self, dims: Dims, base: float = 10_000.0, scale_embeddings: bool = True) -> None:
         super().__init__()
         self.dim, self.base = dims.d_model, base
+        self.x_scale = math.sqrt(dims.d_model) if scale_embeddings else 1.0
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor | int) -> torch.Tensor:
         pos = positions_tensor(positions, x.shape[-2], x.device)
         table = sinusoidal_table(pos, self.dim, base=self.base).to(x.dtype)  # [T, C] or [B, T, C]
-        return x + table
+        return x * self.x_scale + table
 
 
 @register_position_encoding("learned")

@@ -112,6 +112,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         t = tasks.add_parser(name, help=help_)
         t.add_argument("--out", required=True, help="run folder: checkpoints, config.json, model.safetensors")
         t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+        t.add_argument("--overwrite", action="store_true", help="start afresh in an --out that already holds a run")
         g = t.add_argument_group("model")
         g.add_argument("--d-model", type=int, default=64)
         g.add_argument("--n-heads", type=int, default=4)
@@ -200,6 +201,7 @@ def _run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         stop_after=args.stop_after,
+        overwrite=args.overwrite,
     )
     import os
 

@@ -163,6 +163,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     log_evals: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a model built from ``model_cfg`` (task fields filled in from ``task.model_overrides()``).
 
@@ -172,6 +173,7 @@ def train(
         resume: continue from ``out_dir``'s latest checkpoint (same settings required; ``steps`` may grow).
         stop_after: stop after this global step (the run can be resumed later), e.g. to split a job.
         log_evals: without a progress bar, print each evaluation to stderr (rank 0).
+        overwrite: start afresh in an ``out_dir`` that already holds a run (otherwise that is an error).
 
     Returns:
         :class:`TrainResult`; ``history`` rows are ``{"step", "loss", "lr"}`` and ``{"step", "eval": {...}}``.
@@ -202,6 +204,11 @@ def train(
         load_state_checked(model, weights, str(where))
         optimizer_from_tensors(opt, opt_tensors, state["optimizer_param_groups"])
         start, history = int(state["step"]), list(state.get("history", []))
+    elif out is not None and not overwrite and latest_checkpoint(out) is not None:
+        raise CheckpointError(
+            f"{out} already holds a training run; pass resume=True (--resume) to continue it, "
+            f"overwrite=True (--overwrite) to start afresh there, or choose another out_dir"
+        )
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
