@@ -181,3 +181,29 @@ def test_custom_ops_pass_opcheck(mode: str) -> None:
     q, k = case.q.clone().requires_grad_(), case.k.clone().requires_grad_()
     torch.library.opcheck(ops.rotary_qk, (q, k, *table, case.positions, True, False, "cpp"))
     torch.library.opcheck(ops.rotary_qk_, (case.q.clone(), case.k.clone(), *table, case.positions, False, False, "cpp"))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "eager"])
+def test_edge_layouts(backend: str) -> None:
+    """[B, T, D] with [B, T] positions (B is x's first dim), int32 positions, empty T, 5-D x with a 5-D table."""
+    cos, sin = rope_cos_sin(1.0 / 100 ** (torch.arange(6) / 6), torch.arange(20))
+    pos = torch.tensor([[1, 2, 3, 4, 5], [0, 0, 1, 1, 2], [7, 8, 9, 10, 11]])
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    g = torch.randn(3, 5, 16)
+    with use_backend(backend):
+        out = apply_rotary(x, cos, sin, positions=pos)
+        out.backward(g)
+        ref = apply_rotary_reference(x_ref, cos[pos], sin[pos])  # [3, 5, 6] lines up with [B, T]
+        ref.backward(g)
+        assert_matches(out.detach(), ref.detach())
+        assert_matches(x.grad, x_ref.grad)
+        p32 = torch.arange(5, dtype=torch.int32) + 3
+        got = apply_rotary(x.detach(), cos, sin, positions=p32)
+        assert_matches(got, apply_rotary_reference(x.detach(), cos[p32.long()], sin[p32.long()]))
+        empty = torch.randn(2, 3, 0, 16)
+        assert apply_rotary(empty, cos, sin, positions=torch.zeros(0, dtype=torch.long)).shape == empty.shape
+        assert apply_rotary(empty, cos[:0], sin[:0]).shape == empty.shape
+        x5 = torch.randn(2, 3, 4, 5, 16)
+        c5, s5 = rope_cos_sin(1.0 / 100 ** (torch.arange(6) / 6), torch.arange(30).view(2, 3, 1, 5))
+        assert_matches(apply_rotary(x5, c5, s5), apply_rotary_reference(x5, c5, s5))

@@ -74,3 +74,13 @@ def test_single_tensor_and_strided_view() -> None:
     with use_backend("triton"):
         got = apply_rotary(x, case.cos, case.sin)
     assert_matches(got, apply_rotary_reference(x, case.cos, case.sin))
+
+
+def test_batch_positions_for_three_dim_input() -> None:
+    """``[B, T, D]`` with ``[B, T]`` positions: B is x's first dim."""
+    case = make_case(torch.float32, "pos1d", T=5, D=16, r=6)
+    pos = torch.tensor([[1, 2, 3, 4, 5], [0, 0, 1, 1, 2], [7, 8, 9, 10, 11]])
+    x = torch.randn(3, 5, 16)
+    with use_backend("triton"):
+        got = apply_rotary(x, case.cos, case.sin, positions=pos)
+    assert_matches(got, apply_rotary_reference(x, case.cos[pos], case.sin[pos]))

@@ -75,15 +75,20 @@ def _prepare(q, k, cos, sin, positions):
         return None
     if positions is not None and positions.dim() == 2 and q.dim() > 4 and positions.shape[0] > 1:
         return None  # [B, T] positions would need repeating over the merged leading dims
-    q4, k4 = (q, k) if q.dim() == 4 else (_as_4d(q), _as_4d(k))
+    if positions is not None and positions.dim() == 2 and q.dim() == 3:
+        q4, k4 = q.unsqueeze(1), k.unsqueeze(1)  # [B, 1, T, D]: positions' B is x's first dim
+    else:
+        q4, k4 = (q, k) if q.dim() == 4 else (_as_4d(q), _as_4d(k))
     if q4 is None or k4 is None or q4.stride(-1) != 1 or k4.stride(-1) != 1:
         return None
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32  # bf16/fp16 are computed in float32
     if cos.dtype != acc:
         cos, sin = cos.to(acc), sin.to(acc)
     if positions is not None:
-        if positions.dtype != torch.int64 or positions.dim() != 2:
-            positions = positions.to(torch.int64).reshape(-1, positions.shape[-1])  # [Bp, T]
+        if positions.dtype != torch.int64:
+            positions = positions.to(torch.int64)
+        if positions.dim() == 1:
+            positions = positions.unsqueeze(0)  # [1, T]
         return q4, k4, cos.contiguous(), sin.contiguous(), positions
     if cos.dim() > 4 or q.dim() > 4:
         cos, sin = _table_4d(cos, q), _table_4d(sin, q)
