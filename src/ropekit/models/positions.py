@@ -134,22 +134,23 @@ class NoPE(PositionEncoding):
 
 @register_position_encoding("sinusoidal")
 class Sinusoidal(PositionEncoding):
-    """Vaswani et al. (2017) fixed table added to the embeddings (``ropekit.sinusoidal_table``).
+    """Vaswani et al. (2017) fixed table added to the embeddings (``ropekit.sinusoidal_table``), times ``scale``.
 
-    ``scale_embeddings``: multiply the token embeddings by ``sqrt(C)`` first, as the paper does (section 3.4).
-    Without it, table entries of size ~1 swamp embeddings initialised with std 0.02: a byte LM trained that way
-    stayed at the unigram loss for 600 steps (docs/training.md).
+    ``scale`` defaults to ``1 / sqrt(C)``: the paper multiplies the embeddings by ``sqrt(C)`` instead (section 3.4);
+    scaling the table gives the same token-to-position ratio while leaving the token embeddings exactly as in every
+    other kind, so comparisons differ only in the encoding. Unscaled (``scale=1``), table entries of size ~1 swamp
+    embeddings initialised with std 0.02: a byte LM trained that way stayed at the unigram loss (docs/training.md).
     """
 
-    def __init__(self, dims: Dims, base: float = 10_000.0, scale_embeddings: bool = True) -> None:
+    def __init__(self, dims: Dims, base: float = 10_000.0, scale: float | None = None) -> None:
         super().__init__()
         self.dim, self.base = dims.d_model, base
-        self.x_scale = math.sqrt(dims.d_model) if scale_embeddings else 1.0
+        self.scale = 1.0 / math.sqrt(dims.d_model) if scale is None else float(scale)
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor | int) -> torch.Tensor:
         pos = positions_tensor(positions, x.shape[-2], x.device)
         table = sinusoidal_table(pos, self.dim, base=self.base).to(x.dtype)  # [T, C] or [B, T, C]
-        return x * self.x_scale + table
+        return x + self.scale * table
 
 
 @register_position_encoding("learned")
