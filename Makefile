@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ropekit-installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test run env lint clean-env
+.PHONY: test run env lint bench clean-env
 
 env: $(STAMP)
 
@@ -23,9 +23,16 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest -q -n 2
 
+# The main job: check the installation, then the report on the bundled data (report/index.html).
+# Results already computed are reused when nothing they depend on changed.
 run: $(STAMP)
 	$(VENV)/bin/ropekit verify
-	$(VENV)/bin/ropekit freqs --config src/ropekit/examples/llama3_8b_128k.json
+	$(VENV)/bin/ropekit report --preset quick --out report
+
+# The kernel benchmark with its peers (rotary-embedding-torch, torchtune: the `bench` extra).
+bench: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]' $(TORCH_PIN)
+	$(PY) benchmarks/apply_rotary.py --markdown
 
 clean-env:
 	rm -rf $(VENV)

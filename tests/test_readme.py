@@ -15,3 +15,5 @@ def test_readme_python_blocks_run(capsys):
     out = capsys.readouterr().out
     assert "torch.Size([64]) 1.1386" in out  # the printed value quoted in the README
     assert "did you mean 'attention_factor'" in out
+    assert "torch.Size([1, 4, 64, 64]) True" in out  # evicted keys equal keys rotated from scratch
+    assert "['model.rotary_emb']" in out and out.count("True") >= 2

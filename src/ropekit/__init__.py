@@ -2,11 +2,16 @@
 
 Tiers: :mod:`ropekit.reference` (the math, the oracle of every test), :mod:`ropekit.functional`
 (validated functions on tensors), :mod:`ropekit.modules` (``nn.Module``s holding tables), and
-:mod:`ropekit.kernels` (implementations behind the functional tier).
+:mod:`ropekit.kernels` (implementations behind the functional tier). KV-cache helpers are in
+:mod:`ropekit.cache`. Subpackages, imported on demand: :mod:`ropekit.hf` (transformers models),
+:mod:`ropekit.nd` (2-D/N-D and Lie-algebra RoPE), :mod:`ropekit.models`, :mod:`ropekit.train`,
+:mod:`ropekit.data`, :mod:`ropekit.experiments`, :mod:`ropekit.report`.
 """
 
+from ropekit.cache import evict, rerotate, sink_window_keep
 from ropekit.functional import apply_rotary, apply_rotary_qk, rope_angles, rope_cos_sin
 from ropekit.hf_config import from_hf_config, load_config_file
+from ropekit.kernels import use_backend
 from ropekit.layout import convert_qk_layout, layout_permutation
 from ropekit.modules import RotaryEmbedding, SinusoidalPositionalEncoding, sinusoidal_table
 from ropekit.reference import (
@@ -32,15 +37,19 @@ __all__ = [
     "apply_rotary_qk",
     "apply_rotary_reference",
     "convert_qk_layout",
+    "evict",
     "from_hf_config",
     "layout_permutation",
     "load_config_file",
     "parse_rope_parameters",
+    "rerotate",
     "rope_angles",
     "rope_cos_sin",
     "rope_frequencies",
     "rotate_half",
     "rotation_matrix",
+    "sink_window_keep",
     "sinusoidal_table",
+    "use_backend",
     "yarn_mscale",
 ]

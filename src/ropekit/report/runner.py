@@ -3,7 +3,8 @@
 Cache: ``DIR/cache/<name>.json`` holds the key and the section. The key hashes everything a result depends
 on: experiment name, preset, seed, the preset's config, the ropekit version, and the source of the
 experiment module plus the shared experiment helpers (``experiments/_*.py``) and the core modules they call
-(``scaling.py``, ``functional.py``, ``reference.py``, ``modules.py``, ``kernels/``). A hit also requires every
+(``scaling.py``, ``functional.py``, ``reference.py``, ``modules.py``, ``kernels/``, ``nd/``, ``data/``
+including the bundled data files). A hit also requires every
 file the section lists to exist. ``force=True`` ignores the cache.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 __all__ = ["ExperimentResult", "cache_key", "run_experiment", "run_experiments"]
 
 _PACKAGE_ROOT = pathlib.Path(__file__).resolve().parents[1]  # src/ropekit
-_CORE_SOURCES = ("scaling.py", "functional.py", "reference.py", "modules.py", "kernels")
+_CORE_SOURCES = ("scaling.py", "functional.py", "reference.py", "modules.py", "kernels", "nd", "data")
 
 
 class ExperimentResult(dict):
@@ -36,7 +37,10 @@ def _source_files(name: str) -> list[pathlib.Path]:
     files += sorted((_PACKAGE_ROOT / "experiments").glob("_*.py"))
     for core in _CORE_SOURCES:
         path = _PACKAGE_ROOT / core
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        if path.is_dir():
+            files += sorted(f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+        else:
+            files.append(path)
     return [f for f in files if f.exists()]
 
 
