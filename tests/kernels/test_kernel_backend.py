@@ -71,4 +71,4 @@ def test_compiled_kernel_checks_positions_itself() -> None:
     q = torch.randn(1, 1, 3, 8)
     table = torch.randn(4, 4)
     with pytest.raises(RuntimeError, match="outside the cos/sin table"):
-        module.rotary_qk(q, q, q.clone(), q.clone(), table, table, torch.tensor([[0, 9, 1]]), False, False)
+        module.rotary_qk(q, q, q.clone(), q.clone(), table, table, torch.tensor([[0, 9, 1]]), False, False, -1)

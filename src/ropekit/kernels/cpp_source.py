@@ -110,6 +110,106 @@ inline void rot_inter_v(const R* x, R* o, const float* c, const float* s, int64_
 }
 #endif
 
+#if !defined(ROPEKIT_AVX512) && defined(__AVX2__)
+#include <immintrin.h>
+#define ROPEKIT_AVX2 1
+// AVX2 without AVX-512 (Zen 2/3, Haswell..Alder Lake): 16 lanes per step as two 8-lane float32 vectors, so a
+// bf16 step loads and stores one full 32-byte vector. Row tails (pair counts not a multiple of 16, or of 8
+// interleaved) run the scalar loop (AVX2 masked stores are slow on AMD). As in the AVX-512 path, each step loads
+// its lanes before storing the same lanes, so in-place rows are safe; NT selects non-temporal (streaming) stores
+// for outputs too large to stay in cache, which needs 32-byte aligned output rows (checked by the caller).
+struct V16 { __m256 lo, hi; };
+inline V16 ld16(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+inline __m256 bf16_widen(__m128i h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
+inline V16 ld16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return {bf16_widen(_mm256_castsi256_si128(h)), bf16_widen(_mm256_extracti128_si256(h, 1))};
+}
+// float32 -> bf16 bits in the low half of each 32-bit lane: round to nearest even, NaN -> 0x7FC0 (as BF16::st).
+inline __m256i bf16_round(__m256 v) {
+  const __m256i w = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(w, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(w, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+  return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+template <bool NT> inline void st16(float* p, V16 v) {
+  if (NT) { _mm256_stream_ps(p, v.lo); _mm256_stream_ps(p + 8, v.hi); }
+  else { _mm256_storeu_ps(p, v.lo); _mm256_storeu_ps(p + 8, v.hi); }
+}
+template <bool NT> inline void st16(uint16_t* p, V16 v) {
+  // packus works per 128-bit half: [lo0-3 hi0-3 | lo4-7 hi4-7]; the 64-bit permute (0, 2, 1, 3) restores order
+  const __m256i h = _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_round(v.lo), bf16_round(v.hi)), 0xD8);
+  if (NT) _mm256_stream_si256(reinterpret_cast<__m256i*>(p), h);
+  else _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+}
+inline __m256 neg8(__m256 v) { return _mm256_xor_ps(v, _mm256_set1_ps(-0.0f)); }  // exact negation, like -s
+
+template <bool CONJ, bool NT, typename R>
+inline void half_step(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s) {
+  const V16 a = ld16(xa), b = ld16(xb), cj = ld16(c);
+  V16 sj = ld16(s);
+  if (CONJ) sj = {neg8(sj.lo), neg8(sj.hi)};
+  const V16 ra = {_mm256_sub_ps(_mm256_mul_ps(a.lo, cj.lo), _mm256_mul_ps(b.lo, sj.lo)),
+                  _mm256_sub_ps(_mm256_mul_ps(a.hi, cj.hi), _mm256_mul_ps(b.hi, sj.hi))};
+  const V16 rb = {_mm256_add_ps(_mm256_mul_ps(b.lo, cj.lo), _mm256_mul_ps(a.lo, sj.lo)),
+                  _mm256_add_ps(_mm256_mul_ps(b.hi, cj.hi), _mm256_mul_ps(a.hi, sj.hi))};
+  st16<NT>(oa, ra);
+  st16<NT>(ob, rb);
+}
+
+// Interleaved pairs in register: out = x * [c0 c0 c1 c1 ..] + swap_pairs(x) * [-s0 s0 -s1 s1 ..].
+template <bool CONJ, bool NT, typename R>
+inline void inter_step(const R* x, R* o, const float* c, const float* s) {
+  const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+  const __m256 sign = CONJ ? _mm256_setr_ps(0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f)
+                           : _mm256_setr_ps(-0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f);  // xor: exact
+  const V16 v = ld16(x);
+  const __m256 c8 = _mm256_loadu_ps(c), s8 = _mm256_loadu_ps(s);  // 8 pairs = 16 features
+  const __m256 clo = _mm256_permutevar8x32_ps(c8, dup_lo), chi = _mm256_permutevar8x32_ps(c8, dup_hi);
+  const __m256 slo = _mm256_xor_ps(_mm256_permutevar8x32_ps(s8, dup_lo), sign);
+  const __m256 shi = _mm256_xor_ps(_mm256_permutevar8x32_ps(s8, dup_hi), sign);
+  const __m256 wlo = _mm256_permute_ps(v.lo, 0xB1), whi = _mm256_permute_ps(v.hi, 0xB1);  // (x1, x0, x3, x2, ..)
+  st16<NT>(o, V16{_mm256_add_ps(_mm256_mul_ps(v.lo, clo), _mm256_mul_ps(wlo, slo)),
+                  _mm256_add_ps(_mm256_mul_ps(v.hi, chi), _mm256_mul_ps(whi, shi))});
+}
+
+template <typename R> using StorageOf = std::conditional_t<std::is_same_v<R, float>, F32, BF16>;
+
+template <typename R, bool CONJ, bool NT, int NR>  // NR > 0: the pair count known at compile time
+inline void rot_half_v(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s, int64_t n_rt) {
+  using S = StorageOf<R>;
+  const int64_t n = NR > 0 ? NR : n_rt;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) half_step<CONJ, NT>(xa + j, xb + j, oa + j, ob + j, c + j, s + j);
+  for (; j < n; ++j) {  // tail: each pair is loaded before it is stored, so in place is safe
+    const float a = S::ld(xa[j]), b = S::ld(xb[j]), cj = c[j], sj = CONJ ? -s[j] : s[j];
+    oa[j] = S::st(a * cj - b * sj);
+    ob[j] = S::st(b * cj + a * sj);
+  }
+}
+
+template <typename R, bool CONJ, bool NT, int NR>
+inline void rot_inter_v(const R* x, R* o, const float* c, const float* s, int64_t n_rt) {
+  using S = StorageOf<R>;
+  const int64_t n = NR > 0 ? NR : n_rt;
+  int64_t j = 0;  // pair index; 8 pairs = 16 features per step
+  for (; j + 8 <= n; j += 8) inter_step<CONJ, NT>(x + 2 * j, o + 2 * j, c + j, s + j);
+  for (; j < n; ++j) {
+    const float a = S::ld(x[2 * j]), b = S::ld(x[2 * j + 1]), cj = c[j], sj = CONJ ? -s[j] : s[j];
+    o[2 * j] = S::st(a * cj - b * sj);
+    o[2 * j + 1] = S::st(b * cj + a * sj);
+  }
+}
+#endif
+#if defined(ROPEKIT_AVX512) || defined(ROPEKIT_AVX2)
+#define ROPEKIT_SIMD 1
+#endif
+#ifdef ROPEKIT_AVX2
+constexpr bool kCanStream = true;  // the AVX2 rows implement non-temporal stores (NT)
+#else
+constexpr bool kCanStream = false;
+#endif
+
 struct Side {  // one of q / k, viewed as [B, H, T, D]
   const void* x; void* o; int64_t B, H, T, D;
   int64_t xb, xh, xt, ob, oh, ot;   // element strides
@@ -144,14 +244,19 @@ inline void rot_inter(const typename S::raw* __restrict__ x, typename S::raw* __
 
 constexpr int64_t kBlock = 64;  // pairs staged through a stack buffer when rotating in place
 
-template <typename S, bool INTERLEAVED, bool CONJ, int NR>
+template <typename S, bool INTERLEAVED, bool CONJ, int NR, bool NT>
 inline void rotate_row(const typename S::raw* x, typename S::raw* o, const typename S::acc* c,
                        const typename S::acc* s, int64_t r, int64_t d) {
   using R = typename S::raw;
-#ifdef ROPEKIT_AVX512
+#ifdef ROPEKIT_SIMD
   if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {
+#ifdef ROPEKIT_AVX512
     if (INTERLEAVED) rot_inter_v<R, CONJ, NR>(x, o, c, s, r);
     else rot_half_v<R, CONJ, NR>(x, x + r, o, o + r, c, s, r);
+#else
+    if (INTERLEAVED) rot_inter_v<R, CONJ, NT, NR>(x, o, c, s, r);
+    else rot_half_v<R, CONJ, NT, NR>(x, x + r, o, o + r, c, s, r);
+#endif
     if (static_cast<const void*>(x) != static_cast<void*>(o) && d > 2 * r) {
       std::memcpy(o + 2 * r, x + 2 * r, (d - 2 * r) * sizeof(R));  // pass-through features (partial rotary)
     }
@@ -179,7 +284,7 @@ inline void rotate_row(const typename S::raw* x, typename S::raw* o, const typen
   }
 }
 
-template <typename S, bool INTERLEAVED, bool CONJ, int NR>
+template <typename S, bool INTERLEAVED, bool CONJ, int NR, bool NT>
 void run(const Side* sides, int n_sides, const at::Tensor& cos, const at::Tensor& sin,
          const c10::optional<at::Tensor>& positions) {
   using R = typename S::raw; using A = typename S::acc;
@@ -215,20 +320,23 @@ void run(const Side* sides, int n_sides, const at::Tensor& cos, const at::Tensor
             const int64_t p = prow[i * pt];
             TORCH_CHECK(p >= 0 && p < L, "ropekit: position ", p, " is outside the cos/sin table of ", L,
                         " rows; build the table for positions up to max(positions)");
-            rotate_row<S, INTERLEAVED, CONJ, NR>(x, o, cp + p * crow, sp + p * crow, r, sd.D);
+            rotate_row<S, INTERLEAVED, CONJ, NR, NT>(x, o, cp + p * crow, sp + p * crow, r, sd.D);
           }
         } else {
           const int64_t off = b * sd.cb + h * sd.ch + t * sd.ct;
           const A* c = cp + off;
           const A* sn = sp + off;
           for (int64_t i = 0; i < len; ++i, x += sd.xt, o += sd.ot, c += sd.ct, sn += sd.ct) {
-            rotate_row<S, INTERLEAVED, CONJ, NR>(x, o, c, sn, r, sd.D);
+            rotate_row<S, INTERLEAVED, CONJ, NR, NT>(x, o, c, sn, r, sd.D);
           }
         }
         m += len; t += len;
         if (t == sd.T) { t = 0; if (++h == sd.H) { h = 0; ++b; } }
       }
     }
+#ifdef ROPEKIT_AVX2
+    if (NT) _mm_sfence();  // streaming stores are weakly ordered: drain them before the chunk counts as done
+#endif
   });
 }
 
@@ -249,35 +357,61 @@ Side make_side(const at::Tensor& x, at::Tensor& o, const at::Tensor& cos, bool w
   return s;
 }
 
-template <typename S, int NR>
+template <typename S, int NR, bool NT>
 void run_flags(const Side* sides, int n, const at::Tensor& cos, const at::Tensor& sin,
                const c10::optional<at::Tensor>& p, bool interleaved, bool conj) {
-  if (interleaved) {
-    if (conj) run<S, true, true, NR>(sides, n, cos, sin, p); else run<S, true, false, NR>(sides, n, cos, sin, p);
-  } else {
-    if (conj) run<S, false, true, NR>(sides, n, cos, sin, p); else run<S, false, false, NR>(sides, n, cos, sin, p);
+  if (interleaved && conj) run<S, true, true, NR, NT>(sides, n, cos, sin, p);
+  else if (interleaved) run<S, true, false, NR, NT>(sides, n, cos, sin, p);
+  else if (conj) run<S, false, true, NR, NT>(sides, n, cos, sin, p);
+  else run<S, false, false, NR, NT>(sides, n, cos, sin, p);
+}
+
+template <typename S, int NR>
+void run_stream(const Side* sides, int n, const at::Tensor& cos, const at::Tensor& sin,
+                const c10::optional<at::Tensor>& p, bool interleaved, bool conj, bool stream) {
+  if constexpr (kCanStream && (std::is_same_v<S, F32> || std::is_same_v<S, BF16>)) {
+    if (stream) return run_flags<S, NR, true>(sides, n, cos, sin, p, interleaved, conj);
   }
+  run_flags<S, NR, false>(sides, n, cos, sin, p, interleaved, conj);
 }
 
 template <typename S>
 void run_dtype(const Side* sides, int n, const at::Tensor& cos, const at::Tensor& sin,
-               const c10::optional<at::Tensor>& p, bool interleaved, bool conj) {
-#ifdef ROPEKIT_AVX512
+               const c10::optional<at::Tensor>& p, bool interleaved, bool conj, bool stream) {
+#ifdef ROPEKIT_SIMD
   if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {  // head_dim 64 and 128: unrolled rows
     const int64_t r = cos.size(-1);
-    if (r == 32) return run_flags<S, 32>(sides, n, cos, sin, p, interleaved, conj);
-    if (r == 64) return run_flags<S, 64>(sides, n, cos, sin, p, interleaved, conj);
+    if (r == 32) return run_stream<S, 32>(sides, n, cos, sin, p, interleaved, conj, stream);
+    if (r == 64) return run_stream<S, 64>(sides, n, cos, sin, p, interleaved, conj, stream);
   }
 #endif
-  run_flags<S, 0>(sides, n, cos, sin, p, interleaved, conj);
+  run_stream<S, 0>(sides, n, cos, sin, p, interleaved, conj, stream);
+}
+
+// Streaming stores pay when the outputs are out of place, at least stream_min_bytes in all (a negative value
+// turns them off) and every vector store lands on a 32-byte boundary.
+bool want_stream(const Side* sides, int n, int64_t r, bool interleaved, int64_t elem, int64_t stream_min_bytes) {
+  if (!kCanStream || stream_min_bytes < 0) return false;
+  int64_t bytes = 0;
+  for (int i = 0; i < n; ++i) {
+    const Side& s = sides[i];
+    if (s.B * s.H * s.T == 0) continue;  // no rows (the q-only call's empty k)
+    if (s.x == s.o) return false;
+    const bool aligned = reinterpret_cast<uintptr_t>(s.o) % 32 == 0 && (s.ob * elem) % 32 == 0 &&
+                         (s.oh * elem) % 32 == 0 && (s.ot * elem) % 32 == 0 && (interleaved || (r * elem) % 32 == 0);
+    if (!aligned) return false;
+    bytes += s.B * s.H * s.T * s.D * elem;
+  }
+  return bytes >= stream_min_bytes;
 }
 
 }  // namespace
 
 // Rotate q into q_out and k into k_out (pass q_out = q for in place). k may be undefined (q only).
-void rotary_qk(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out, at::Tensor k_out,
+// Returns whether the outputs were written with streaming stores (see want_stream), so tests can tell.
+bool rotary_qk(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out, at::Tensor k_out,
                const at::Tensor& cos, const at::Tensor& sin, const c10::optional<at::Tensor>& positions,
-               bool interleaved, bool conj) {
+               bool interleaved, bool conj, int64_t stream_min_bytes) {
   const bool with_pos = positions.has_value();
   TORCH_CHECK(cos.is_contiguous() || !with_pos, "ropekit: tables must be contiguous with positions");
   TORCH_CHECK(cos.strides() == sin.strides() && cos.sizes() == sin.sizes(), "ropekit: cos/sin views must match");
@@ -287,10 +421,13 @@ void rotary_qk(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out, at::T
   if (k.defined()) sides[n++] = make_side(k, k_out, cos, with_pos);
   const auto dt = q.scalar_type();
   TORCH_CHECK(!k.defined() || k.scalar_type() == dt, "ropekit: q and k must share a dtype");
-  if (dt == at::kFloat) run_dtype<F32>(sides, n, cos, sin, positions, interleaved, conj);
-  else if (dt == at::kBFloat16) run_dtype<BF16>(sides, n, cos, sin, positions, interleaved, conj);
-  else if (dt == at::kHalf) run_dtype<F16>(sides, n, cos, sin, positions, interleaved, conj);
-  else if (dt == at::kDouble) run_dtype<F64>(sides, n, cos, sin, positions, interleaved, conj);
+  const int64_t r = cos.size(-1), elem = q.element_size();
+  const bool stream = want_stream(sides, n, r, interleaved, elem, stream_min_bytes);
+  if (dt == at::kFloat) run_dtype<F32>(sides, n, cos, sin, positions, interleaved, conj, stream);
+  else if (dt == at::kBFloat16) run_dtype<BF16>(sides, n, cos, sin, positions, interleaved, conj, stream);
+  else if (dt == at::kHalf) run_dtype<F16>(sides, n, cos, sin, positions, interleaved, conj, false);
+  else if (dt == at::kDouble) run_dtype<F64>(sides, n, cos, sin, positions, interleaved, conj, false);
   else TORCH_CHECK(false, "ropekit: unsupported dtype ", dt);
+  return stream;
 }
 """

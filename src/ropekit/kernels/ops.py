@@ -49,7 +49,7 @@ def run(backend: str, q, k, q_out, k_out, cos, sin, positions, interleaved: bool
     if backend == "cpp" and q.device.type == "cpu":
         module = cpu.load()
         if module is not None:
-            module.rotary_qk(q, k, q_out, k_out, cos, sin, positions, interleaved, conj)
+            module.rotary_qk(q, k, q_out, k_out, cos, sin, positions, interleaved, conj, -1)  # -1: no streaming stores
             return
     for x, out in ((q, q_out), (k, k_out)):
         _eager(x, out, cos, sin, positions, interleaved, conj)
