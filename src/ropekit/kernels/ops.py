@@ -49,7 +49,8 @@ def run(backend: str, q, k, q_out, k_out, cos, sin, positions, interleaved: bool
     if backend == "cpp" and q.device.type == "cpu":
         module = cpu.load()
         if module is not None:
-            module.rotary_qk(q, k, q_out, k_out, cos, sin, positions, interleaved, conj, -1)  # -1: no streaming stores
+            stream_min_bytes = cpu.STREAM_MIN_BYTES.get(q.dtype, -1)  # -1: regular stores
+            module.rotary_qk(q, k, q_out, k_out, cos, sin, positions, interleaved, conj, stream_min_bytes)
             return
     for x, out in ((q, q_out), (k, k_out)):
         _eager(x, out, cos, sin, positions, interleaved, conj)
