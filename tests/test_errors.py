@@ -26,6 +26,13 @@ BAD_INPUTS = [
         r"'beta_fast' is not used by rope_type 'linear'",
     ),
     ("missing factor", freqs({"rope_type": "linear"}), ValueError, r"missing required parameter.*factor"),
+    (
+        "M-RoPE section in 1-D",
+        freqs({"rope_type": "default", "mrope_section": [16, 24, 24]}),
+        ValueError,
+        r"M-RoPE.*ropekit\.nd\.MRotaryEmbedding",
+    ),
+    ("v4 mrope type in 1-D", freqs({"type": "mrope"}), ValueError, r"M-RoPE.*ropekit\.nd\.MRotaryEmbedding"),
     ("factor < 1", freqs({"rope_type": "linear", "factor": 0.5}), ValueError, r"'factor'.*>= 1"),
     ("factor nan", freqs({"rope_type": "ntk", "factor": float("nan")}), ValueError, r"'factor'.*finite"),
     ("factor string", freqs({"rope_type": "linear", "factor": "2"}), ValueError, r"'factor'.*number"),

@@ -410,6 +410,12 @@ def parse_rope_parameters(params: Mapping[str, Any] | None) -> RopeSpec:
             )
         params["rope_type"] = alias
     rope_type = params.pop("rope_type", "default")
+    if rope_type == "mrope" or "mrope_section" in params or "mrope_interleaved" in params:
+        raise ValueError(
+            "these are multimodal RoPE (M-RoPE) parameters (Qwen2-VL / Qwen3-VL 'mrope_section'), which drive "
+            "pairs by (t, h, w) positions, not 1-D ones; use ropekit.nd.MRotaryEmbedding(head_dim, rope_parameters) "
+            "(it splits off 'mrope_section' and checks the rest here), or ropekit.nd.split_mrope_parameters"
+        )
     if rope_type not in ROPE_TYPES:
         raise ValueError(
             f"unknown rope_type {rope_type!r}; expected one of {sorted(ROPE_TYPES)}"

@@ -149,3 +149,12 @@ def test_mrope_cos_sin_errors() -> None:
         mrope_cos_sin(inv, torch.zeros(2, 5, dtype=torch.long), [2, 3, 3])
     with pytest.raises(ValueError, match="sum\\(mrope_section\\) = 9"):
         mrope_cos_sin(inv, torch.zeros(3, 5, dtype=torch.long), [3, 3, 3])
+
+
+def test_v4_mrope_type_means_default_frequencies() -> None:
+    """transformers v4 Qwen2-VL configs: rope_scaling {"type": "mrope", "mrope_section": ...} -> default ladder."""
+    v4 = MRotaryEmbedding(128, {"type": "mrope", "rope_theta": 1e6, "mrope_section": [16, 24, 24]})
+    v5 = MRotaryEmbedding(128, {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]})
+    pos = torch.arange(12).expand(3, 1, -1)  # [3, B=1, T]
+    q = torch.randn(1, 2, 12, 128)
+    torch.testing.assert_close(v4(q, q, pos)[0], v5(q, q, pos)[0], rtol=0, atol=0)

@@ -38,7 +38,8 @@ def split_mrope_parameters(rope_parameters: Mapping[str, Any]) -> tuple[dict[str
     ``mrope_section`` (required) and ``mrope_interleaved`` (Qwen3-VL hub configs: ``True`` -> ``"interleaved"``,
     absent/False -> ``"chunked"``) are removed; the rest is what :func:`ropekit.rope_frequencies` accepts (its
     strict key check then applies, so misspelled keys still raise). Note that transformers' Qwen3-VL module uses
-    the interleaved layout whatever the flag says.
+    the interleaved layout whatever the flag says. ``rope_type``/``type`` ``"mrope"`` (transformers v4 Qwen2-VL
+    configs) means default frequencies, as transformers reads it.
     """
     params = dict(rope_parameters)
     if "mrope_section" not in params:
@@ -50,6 +51,9 @@ def split_mrope_parameters(rope_parameters: Mapping[str, Any]) -> tuple[dict[str
     if len(section) != 3:
         raise ValueError(f"mrope_section must have three entries (t, h, w), got {list(section)}")
     layout = "interleaved" if params.pop("mrope_interleaved", False) else "chunked"
+    for key in ("rope_type", "type"):  # Qwen2-VL v4 configs say {"type": "mrope"}: default frequencies
+        if params.get(key) == "mrope":
+            params[key] = "default"
     return params, (section[0], section[1], section[2]), layout
 
 
