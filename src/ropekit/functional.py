@@ -110,6 +110,13 @@ def _cos_sin_chunked(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[t
     return cos.view(*positions.shape, r), sin.view(*positions.shape, r)
 
 
+def _broadcasts_onto(small: torch.Size, big: torch.Size) -> bool:
+    """Whether ``torch.broadcast_shapes(big, small) == big``: every right-aligned dim of small is 1 or equal."""
+    if len(small) > len(big):
+        return False
+    return all(s == 1 or s == b for s, b in zip(reversed(small), reversed(big), strict=False))
+
+
 def _check_rotary_inputs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, name: str = "x") -> None:
     for label, t in ((name, x), ("cos", cos), ("sin", sin)):
         if not isinstance(t, torch.Tensor):
@@ -131,6 +138,8 @@ def _check_rotary_inputs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, 
         )
     if r == 0:
         raise ValueError("cos/sin have 0 columns: nothing to rotate (rotary_dim must be >= 2)")
+    if _broadcasts_onto(cos.shape[:-1], x.shape[:-1]):
+        return  # the common case, in about 1 us (torch.broadcast_shapes costs 15 us a call)
     try:
         shape = torch.broadcast_shapes(x.shape[:-1], cos.shape[:-1])
     except RuntimeError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import pytest
@@ -72,3 +73,17 @@ def test_compiled_kernel_checks_positions_itself() -> None:
     table = torch.randn(4, 4)
     with pytest.raises(RuntimeError, match="outside the cos/sin table"):
         module.rotary_qk(q, q, q.clone(), q.clone(), table, table, torch.tensor([[0, 9, 1]]), False, False, -1)
+
+
+def test_broadcast_fast_path_agrees_with_torch() -> None:
+    """The validation's shortcut accepts exactly the cos/sin shapes that torch.broadcast_shapes maps onto x."""
+    from ropekit.functional import _broadcasts_onto
+
+    xs = [(5,), (3, 5), (2, 3, 5), (1, 3, 5), (2, 1, 5)]
+    cs = [(), (5,), (1,), (4,), (1, 5), (3, 5), (3, 1), (2, 3, 5), (1, 1, 5), (1, 2, 3, 5), (2, 1, 1), (3, 4)]
+    for x, c in itertools.product(xs, cs):
+        try:
+            expected = torch.broadcast_shapes(torch.Size(x), torch.Size(c)) == torch.Size(x)
+        except RuntimeError:
+            expected = False
+        assert _broadcasts_onto(torch.Size(c), torch.Size(x)) == expected, (x, c)

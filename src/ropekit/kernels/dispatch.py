@@ -133,7 +133,9 @@ def _rotate(q, k, cos, sin, positions, interleaved: bool, inplace: bool):
         q_out, k_out = ops.RotaryQK.apply(q4, k4, c, s, pos, interleaved, False, backend)
     else:
         q_out, k_out = ops.rotary_qk(q4, k4, c, s, pos, interleaved, False, backend)
-    return q_out.view(q.shape), (k_out.view(k.shape) if k is not None else None)
+    # Back to the callers' shapes; 4-D inputs were used as they are (a view would cost 4 us and an autograd node).
+    q_out = q_out if q4 is q else q_out.view(q.shape)
+    return q_out, (None if k is None else k_out if k4 is k else k_out.view(k.shape))
 
 
 def apply_rotary_qk(

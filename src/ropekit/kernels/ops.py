@@ -127,7 +127,10 @@ class RotaryQK(torch.autograd.Function):
     def backward(ctx, grad_q, grad_k):
         cos, sin, positions = ctx.saved_tensors
         interleaved, conj, backend = ctx.flags
-        gq, gk = RotaryQK.apply(
-            grad_q.contiguous(), grad_k.contiguous(), cos, sin, positions, interleaved, not conj, backend
-        )
+        grad_q, grad_k = grad_q.contiguous(), grad_k.contiguous()
+        if torch.is_grad_enabled():  # create_graph=True: the backward must itself be differentiable
+            gq, gk = RotaryQK.apply(grad_q, grad_k, cos, sin, positions, interleaved, not conj, backend)
+        else:  # the usual backward: the same body called directly, no second Function node
+            gq, gk = torch.empty_like(grad_q), torch.empty_like(grad_k)
+            run(backend, grad_q, grad_k, gq, gk, cos, sin, positions, interleaved, not conj)
         return gq, gk, None, None, None, None, None, None
