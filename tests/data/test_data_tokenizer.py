@@ -65,6 +65,24 @@ def test_bpe_round_trip_and_protocol(tmp_path) -> None:
     assert tok.encode_batch(CORPUS[:2]) == [tok.encode(CORPUS[0]), tok.encode(CORPUS[1])]
 
 
+def test_bpe_json_round_trip_byte_lengths_and_bad_files(tmp_path) -> None:
+    pytest.importorskip("tokenizers")
+    tok = train_bpe(CORPUS, vocab_size=400)
+    assert train_bpe(CORPUS, vocab_size=400).to_json() == tok.to_json()  # deterministic
+    assert BPETokenizer.from_json(tok.to_json()).to_json() == tok.to_json()
+    lengths = tok.byte_lengths()
+    assert len(lengths) == tok.vocab_size and lengths[:3] == [0, 0, 0]  # pad, bos, eos
+    for text in CORPUS[:3]:
+        assert sum(lengths[i] for i in tok.encode(text)) == len(text.encode("utf-8"))
+    assert ByteTokenizer().byte_lengths() == [1] * 256 + [0] * 5
+    path = tmp_path / "bpe.json"
+    tok.save(path)
+    assert path.read_text(encoding="utf-8") == tok.to_json() and not list(tmp_path.glob("*.tmp*"))
+    path.write_text(tok.to_json()[:100])
+    with pytest.raises(ValueError, match=r"bpe.json: not a valid tokenizers JSON.*BPETokenizer.save"):
+        BPETokenizer.from_file(path)
+
+
 def test_bpe_vocab_too_small() -> None:
     with pytest.raises(ValueError, match="at least 259"):
         train_bpe(CORPUS, vocab_size=100)

@@ -79,6 +79,10 @@ class ByteTokenizer:
         """Like :meth:`encode` but as ``bytes`` (ids < 256), for fast conversion to arrays."""
         return text.encode("utf-8")
 
+    def byte_lengths(self) -> list[int]:
+        """UTF-8 bytes each id stands for: 1 for ids 0..255, 0 for the special ids."""
+        return [1] * 256 + [0] * (self.vocab_size - 256)
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text from ids; ids >= 256 (special) are skipped, invalid UTF-8 becomes U+FFFD.
 
@@ -147,14 +151,59 @@ class BPETokenizer:
         """Text of ``ids``; special ids are skipped."""
         return str(self._backend.decode([int(i) for i in ids], skip_special_tokens=True))
 
+    def byte_lengths(self) -> list[int]:
+        """UTF-8 bytes each id stands for (0 for the special ids).
+
+        Byte-level BPE spells every token with one printable character per byte (GPT-2's byte-to-unicode
+        alphabet), so a token's length in characters is its length in bytes.
+        """
+        specials = {self.pad_id, self.bos_id, self.eos_id}
+        return [0 if i in specials else len(self._backend.id_to_token(i)) for i in range(self.vocab_size)]
+
+    def to_json(self) -> str:
+        """The tokenizer as one JSON document (the content :meth:`save` writes)."""
+        return str(self._backend.to_str())
+
+    @classmethod
+    def from_json(cls, text: str) -> BPETokenizer:
+        """Rebuild a tokenizer from :meth:`to_json`.
+
+        Raises:
+            ValueError: ``text`` is not a tokenizer JSON document with the three special tokens.
+        """
+        try:
+            backend = _tokenizers_module().Tokenizer.from_str(text)
+        except Exception as exc:  # the Rust backend raises a bare Exception on malformed input
+            raise ValueError(f"not a valid tokenizers JSON document ({exc})") from None
+        return cls(backend)
+
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the tokenizer as one JSON file (readable by :meth:`from_file`)."""
-        self._backend.save(os.fspath(path))
+        """Write the tokenizer as one JSON file (readable by :meth:`from_file`).
+
+        Written to ``path.tmp<pid>`` and renamed into place, so a crash never leaves a half-written file.
+        """
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(self.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> BPETokenizer:
-        """Load a tokenizer written by :meth:`save`."""
-        return cls(_tokenizers_module().Tokenizer.from_file(os.fspath(path)))
+        """Load a tokenizer written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: the file is not a tokenizer JSON document (e.g. truncated or edited).
+        """
+        with open(os.fspath(path), encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        try:
+            return cls.from_json(text)
+        except ValueError as exc:
+            raise ValueError(f"{os.fspath(path)}: {exc}; expected a file written by BPETokenizer.save") from None
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2) -> BPETokenizer:
