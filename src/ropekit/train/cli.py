@@ -4,6 +4,7 @@ Examples::
 
     ropekit train classify --pe rope --steps 300 --out runs/spam-rope
     ropekit train lm --pe yarn --rope-factor 4 --rope-original-max 128 --context-len 128 --out runs/lm-yarn
+    ropekit train lm --tokenizer bpe --bpe-vocab-size 1024 --out runs/lm-bpe      # BPE trained on the train split
     torchrun --nproc_per_node 2 -m ropekit.cli train lm --out runs/lm-ddp        # DistributedDataParallel
     ropekit eval runs/lm-rope --split test --context-len 512 --rope-type yarn --rope-factor 4
     ropekit generate runs/lm-rope --prompt "Fellow citizens" --max-new-tokens 200
@@ -101,13 +102,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model (lm, classify, seq2seq) on the bundled data",
         description="Train a decoder LM on State of the Union speeches, a spam classifier on "
-        "SpamAssassin, or an encoder-decoder that reverses byte spans of speech text.",
+        "SpamAssassin, or an encoder-decoder that reverses token spans of speech text.",
     )
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK")
     for name, help_ in (
-        ("lm", "byte-level language model on State of the Union speeches"),
+        ("lm", "language model on State of the Union speeches"),
         ("classify", "ham/spam classifier on SpamAssassin message bodies"),
-        ("seq2seq", "encoder-decoder reversing byte spans of speech text"),
+        ("seq2seq", "encoder-decoder reversing token spans of speech text"),
     ):
         t = tasks.add_parser(name, help=help_)
         t.add_argument("--out", required=True, help="run folder: checkpoints, config.json, model.safetensors")
@@ -124,6 +125,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "--max-len", type=int, default=None, help="model max_len (learned table size; default: the task's length)"
         )
         _add_pe_options(t)
+        k = t.add_argument_group("tokenizer")
+        k.add_argument(
+            "--tokenizer",
+            default="byte",
+            choices=("byte", "bpe"),
+            help="byte (default, 261 ids) or a byte-level BPE trained on the training split only, "
+            "saved as OUT/tokenizer.json",
+        )
+        k.add_argument(
+            "--bpe-vocab-size", type=int, default=None, help="BPE ids incl. 256 bytes + 3 specials (default 1024)"
+        )
         o = t.add_argument_group("optimisation")
         o.add_argument("--steps", type=int, default=300)
         o.add_argument("--batch-size", type=int, default=32, help="global batch (split over torchrun processes)")
@@ -149,14 +161,37 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         t.set_defaults(func=_run_train)
 
 
+def _tokenizer_for(args: argparse.Namespace) -> Any:
+    """The tokenizer spec of the flags; on --resume the run's own tokenizer (loaded from its file, not retrained)."""
+    from ropekit.models import CheckpointError
+    from ropekit.train.checkpoint import latest_checkpoint
+    from ropekit.train.tokenization import load_run_tokenizer, tokenizer_spec
+
+    if args.tokenizer == "byte" and args.bpe_vocab_size is not None:
+        raise ValueError("--bpe-vocab-size needs --tokenizer bpe")
+    spec = tokenizer_spec(
+        {"kind": "bpe", "vocab_size": args.bpe_vocab_size} if args.bpe_vocab_size is not None else args.tokenizer
+    )
+    if not args.resume or latest_checkpoint(args.out) is None:
+        return spec
+    saved = load_run_tokenizer(args.out)
+    if saved.spec != spec:
+        raise CheckpointError(
+            f"cannot resume {args.out}: it was trained with tokenizer {saved.spec}, the flags ask for {spec}; "
+            f"resume with the original --tokenizer / --bpe-vocab-size, or use a new --out"
+        )
+    return saved
+
+
 def _task_for(args: argparse.Namespace) -> Any:
     from ropekit.train.tasks import ClassifyTask, LMTask, ReverseTask
 
+    tok = _tokenizer_for(args)
     if args.task == "lm":
-        return LMTask.sotu(args.context_len, args.eval_windows)
+        return LMTask.sotu(args.context_len, args.eval_windows, tok)
     if args.task == "classify":
-        return ClassifyTask.spam(args.seq_len, args.eval_split)
-    return ReverseTask.sotu(args.max_span)
+        return ClassifyTask.spam(args.seq_len, args.eval_split, tok)
+    return ReverseTask.sotu(args.max_span, tokenizer=tok)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -247,23 +282,22 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 def _run_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from ropekit.data import ByteTokenizer, classification_dataset, lm_splits
+    from ropekit.data import classification_dataset, lm_splits
     from ropekit.train.tasks import ClassifyTask, LMTask, ReverseTask
 
     torch.set_num_threads(args.threads)
     model, meta = _load_run(args)
     spec = meta.get("task", {})
     name = model.config.task
-    tok = ByteTokenizer()
+    tt, tok = _run_tokenizer(args.run, model)
     if name == "lm":
         s = lm_splits(tok)
         ctx = args.context_len or spec.get("context_len", 128)
-        task = LMTask(
-            s.train, getattr(s, args.split), ctx, tok.vocab_size, args.eval_windows or spec.get("eval_windows", 64)
-        )
+        windows = args.eval_windows or spec.get("eval_windows", 64)
+        task = LMTask(s.train, getattr(s, args.split), ctx, tok.vocab_size, windows, tokenizer=tt)
     elif name == "classify":
         n = spec.get("max_len", 256)
-        task = ClassifyTask(None, classification_dataset(args.split, tok, n), tok.vocab_size, 2, args.split, n)
+        task = ClassifyTask(None, classification_dataset(args.split, tok, n), tok.vocab_size, 2, args.split, n, tt)
     else:
         s = lm_splits(tok)
         task = ReverseTask(
@@ -275,15 +309,33 @@ def _run_eval(args: argparse.Namespace) -> int:
             tok.eos_id,
             spec.get("max_span", 32),
             spec.get("eval_examples", 256),
+            tt,
         )
     sums = task.evaluate(model, 0, 1)
     result: dict[str, Any] = {k: v[0] / max(v[1], 1e-12) for k, v in sums.items()}
     if name == "lm":
         result["unigram_entropy_baseline"] = task.baseline()
         result["context_len"] = task.context_len
-    result.update({"split": args.split, "pe": model.config.pe})
+        if not tt.is_byte:  # per-byte figures, comparable with byte-level runs
+            bpt = task.bytes_per_token()
+            result["bytes_per_token"] = bpt
+            result["unigram_entropy_baseline_per_byte"] = result["unigram_entropy_baseline"] / bpt
+    result.update({"split": args.split, "pe": model.config.pe, "tokenizer": tt.spec})
     print(json.dumps(result))
     return 0
+
+
+def _run_tokenizer(run: str, model: Any) -> tuple[Any, Any]:
+    """The run's :class:`TaskTokenizer` and tokenizer, checked against the model's vocabulary."""
+    from ropekit.train.tokenization import load_run_tokenizer
+
+    tt = load_run_tokenizer(run)
+    if tt.tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(
+            f"{run}: the model has vocab_size {model.config.vocab_size} but its tokenizer ({tt.spec}) has "
+            f"{tt.tokenizer.vocab_size} ids; the run's config.json / tokenizer.json do not belong to these weights"
+        )
+    return tt, tt.tokenizer
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -301,10 +353,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 def _run_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from ropekit.data import ByteTokenizer
-
     model, _ = _load_run(args)
-    tok = ByteTokenizer()
+    _, tok = _run_tokenizer(args.run, model)
     prompt = tok.encode(args.prompt) or [tok.bos_id]  # an empty prompt starts from bos
     ids = torch.tensor([prompt], dtype=torch.int64)  # [1, T]
     if model.config.task == "lm":

@@ -37,6 +37,7 @@ from ropekit.models.io import CheckpointError, atomic_save_tensors, atomic_write
 from ropekit.models.transformer import ModelConfig, build_model
 from ropekit.train.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_tensors, save_checkpoint
 from ropekit.train.tasks import Task, shard
+from ropekit.train.tokenization import write_run_tokenizer
 
 __all__ = ["TrainConfig", "TrainResult", "lr_at", "train"]
 
@@ -153,6 +154,18 @@ def _check_resume(state: dict[str, Any], model_cfg: ModelConfig, cfg: TrainConfi
         )
 
 
+def _check_resume_tokenizer(state: dict[str, Any], record: dict[str, Any] | None, where: Path) -> None:
+    """The task's tokenizer must be the one the run was trained with (same file hash), not merely the same spec."""
+    saved = state.get("tokenizer")
+    if record is None or saved is None or saved.get("sha256") == record.get("sha256"):
+        return
+    raise CheckpointError(
+        f"cannot resume from {where}: the task's tokenizer (sha256 {str(record.get('sha256'))[:12]}...) is not the "
+        f"run's tokenizer.json (sha256 {str(saved.get('sha256'))[:12]}...); build the task with the run's "
+        f"tokenizer (load_run_tokenizer(out_dir); the CLI does this for --resume) or use a new out_dir"
+    )
+
+
 def train(
     model_cfg: ModelConfig | dict[str, Any],
     task: Task,
@@ -175,6 +188,9 @@ def train(
         log_evals: without a progress bar, print each evaluation to stderr (rank 0).
         overwrite: start afresh in an ``out_dir`` that already holds a run (otherwise that is an error).
 
+    A task with a BPE tokenizer (``task.tokenizer``) gets it written to ``out_dir/tokenizer.json`` and recorded
+    under ``"tokenizer"`` in ``config.json`` and the checkpoints (:mod:`ropekit.train.tokenization`).
+
     Returns:
         :class:`TrainResult`; ``history`` rows are ``{"step", "loss", "lr"}`` and ``{"step", "eval": {...}}``.
     """
@@ -193,6 +209,8 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     history: list[dict[str, Any]] = []
     start = 0
+    task_tok = getattr(task, "tokenizer", None)  # a TaskTokenizer for the bundled-data tasks, else None
+    tok_record = task_tok.record() if task_tok is not None else None
     if resume:
         if out is None:
             raise ValueError("resume=True needs out_dir (the folder of the run to continue)")
@@ -201,6 +219,7 @@ def train(
             raise CheckpointError(f"nothing to resume in {out}: no latest.json; run without --resume first")
         state, weights, opt_tensors = load_checkpoint(where)
         _check_resume(state, model_cfg, cfg, task, where)
+        _check_resume_tokenizer(state, tok_record, where)
         load_state_checked(model, weights, str(where))
         optimizer_from_tensors(opt, opt_tensors, state["optimizer_param_groups"])
         start, history = int(state["step"]), list(state.get("history", []))
@@ -213,8 +232,12 @@ def train(
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
     meta = {"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg), "task": task.spec(), "world": world}
+    if tok_record is not None:
+        meta["tokenizer"] = tok_record
     if out is not None and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        if task_tok is not None:
+            write_run_tokenizer(out, task_tok)  # before config.json names it
         atomic_write_bytes(out / "config.json", json.dumps(meta, indent=2).encode())
 
     def checkpoint(step: int) -> None:

@@ -8,8 +8,13 @@ that is what makes ``--resume`` and DDP exact without saving data-loader state);
 (mean loss, metrics)``; ``evaluate(model, rank, world) -> {"name": (sum, count)}`` (sums over this rank's shard,
 all-reduced by the loop); ``spec() -> dict`` (JSON, stored in checkpoints; :func:`task_from_spec` rebuilds it).
 
-Tasks: :class:`LMTask` (next byte on State of the Union speeches), :class:`ClassifyTask` (SpamAssassin ham/spam),
-:class:`ReverseTask` (seq2seq: reverse a byte span of speech text; real text, cheap, exact-match measurable).
+Tasks: :class:`LMTask` (next token on State of the Union speeches), :class:`ClassifyTask` (SpamAssassin ham/spam),
+:class:`ReverseTask` (seq2seq: reverse a token span of speech text; real text, cheap, exact-match measurable).
+
+Tokenizer: the bundled-data constructors (``LMTask.sotu``, ``ClassifyTask.spam``, ``ReverseTask.sotu``) take
+``tokenizer="byte"`` (default), ``"bpe"``, ``{"kind": "bpe", "vocab_size": N}`` or a
+:class:`~ropekit.train.tokenization.TaskTokenizer` (e.g. one loaded from a run); a BPE is trained on the task's
+training split only (:mod:`ropekit.train.tokenization`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+
+from ropekit.train.tokenization import TaskTokenizer, make_task_tokenizer
 
 __all__ = [
     "ClassifyTask",
@@ -51,6 +58,11 @@ def shard(batch: tuple[torch.Tensor, ...], rank: int, world: int) -> tuple[torch
     return tuple(t[rank::world] for t in batch)
 
 
+def _with_tokenizer(spec: dict[str, Any], tt: TaskTokenizer | None) -> dict[str, Any]:
+    """``spec`` plus the tokenizer spec when it is not the byte default (byte specs stay as they always were)."""
+    return spec if tt is None or tt.is_byte else {**spec, "tokenizer": tt.spec}
+
+
 def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:
     """Entropy in nats of the token frequencies of ``ids`` (the best loss of a model that ignores context)."""
     counts = torch.bincount(ids.flatten(), minlength=vocab_size).double()
@@ -59,7 +71,11 @@ def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:
 
 
 class LMTask:
-    """Next-token prediction on byte streams; eval: mean loss (nats/token) over non-overlapping windows."""
+    """Next-token prediction on token streams; eval: mean loss (nats/token) over non-overlapping windows.
+
+    With a non-byte ``tokenizer`` the evaluation also reports ``loss_per_byte``: the same summed nats divided by
+    the bytes of text the evaluated target tokens cover (``eos`` counts as one byte, as it is one token of the
+    byte stream), which is comparable with a byte-level run's ``loss`` (nats/token = nats/byte there)."""
 
     name = "lm"
 
@@ -71,9 +87,13 @@ class LMTask:
         vocab_size: int,
         eval_windows: int = 64,
         source: str = "sotu",
+        tokenizer: TaskTokenizer | None = None,
     ) -> None:
         if train.numel() <= context_len + 1 or validation.numel() <= context_len + 1:
             raise ValueError(f"token streams are shorter than context_len={context_len} + 1")
+        self.tokenizer = tokenizer
+        # [V] bytes per id, only when tokens are not bytes (byte runs report exactly what they always did)
+        self.token_bytes = None if tokenizer is None or tokenizer.is_byte else tokenizer.eval_byte_lengths()
         self.train, self.validation = train, validation
         self.context_len, self.vocab_size, self.eval_windows, self.source = (
             context_len,
@@ -83,13 +103,16 @@ class LMTask:
         )
 
     @classmethod
-    def sotu(cls, context_len: int = 128, eval_windows: int = 64) -> LMTask:
-        """Byte-level State of the Union: fixed train / validation split of :func:`ropekit.data.lm_splits`."""
-        from ropekit.data import ByteTokenizer, lm_splits
+    def sotu(
+        cls, context_len: int = 128, eval_windows: int = 64, tokenizer: str | dict | TaskTokenizer = "byte"
+    ) -> LMTask:
+        """State of the Union: fixed train / validation split of :func:`ropekit.data.lm_splits`, tokenized with
+        ``tokenizer`` (``"byte"``, ``"bpe"``, a spec mapping, or a built :class:`TaskTokenizer`)."""
+        from ropekit.data import lm_splits
 
-        tok = ByteTokenizer()
-        splits = lm_splits(tok)
-        return cls(splits.train, splits.validation, context_len, tok.vocab_size, eval_windows)
+        tt = make_task_tokenizer(tokenizer, "sotu")
+        splits = lm_splits(tt.tokenizer)
+        return cls(splits.train, splits.validation, context_len, tt.tokenizer.vocab_size, eval_windows, tokenizer=tt)
 
     def model_overrides(self) -> dict[str, Any]:
         return {"task": "lm", "vocab_size": self.vocab_size}
@@ -117,15 +140,26 @@ class LMTask:
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, rank: int, world: int) -> dict[str, tuple[float, float]]:
         x, y = self.eval_data()
-        total, count = 0.0, 0
+        total, count, nbytes = 0.0, 0, 0
         for i in range(rank * 16, x.shape[0], 16 * world):  # 16-row chunks, round-robin over ranks
             logits = model(x[i : i + 16])
             total += float(F.cross_entropy(logits.flatten(0, 1), y[i : i + 16].flatten(), reduction="sum"))
             count += y[i : i + 16].numel()
-        return {"loss": (total, count)}
+            if self.token_bytes is not None:
+                nbytes += int(self.token_bytes[y[i : i + 16]].sum())
+        out = {"loss": (total, count)}
+        if self.token_bytes is not None:
+            out["loss_per_byte"] = (total, nbytes)
+        return out
+
+    def bytes_per_token(self) -> float:
+        """Bytes of text per evaluated target token (1.0 for bytes)."""
+        y = self.eval_data()[1]
+        return 1.0 if self.token_bytes is None else float(self.token_bytes[y].sum()) / y.numel()
 
     def spec(self) -> dict[str, Any]:
-        return {"name": "lm", "source": self.source, "context_len": self.context_len, "eval_windows": self.eval_windows}
+        spec = {"name": "lm", "source": self.source, "context_len": self.context_len, "eval_windows": self.eval_windows}
+        return _with_tokenizer(spec, self.tokenizer)
 
 
 class ClassifyTask:
@@ -141,19 +175,23 @@ class ClassifyTask:
         n_classes: int = 2,
         eval_split: str = "validation",
         max_len: int = 256,
+        tokenizer: TaskTokenizer | None = None,
     ) -> None:
         self.train, self.eval, self.vocab_size, self.n_classes = train, evaluation, vocab_size, n_classes
-        self.eval_split, self.max_len = eval_split, max_len
+        self.eval_split, self.max_len, self.tokenizer = eval_split, max_len, tokenizer
 
     @classmethod
-    def spam(cls, max_len: int = 256, eval_split: str = "validation") -> ClassifyTask:
-        """Byte tokens, bos + first ``max_len - 1`` body bytes (:func:`ropekit.data.classification_dataset`)."""
-        from ropekit.data import ByteTokenizer, classification_dataset
+    def spam(
+        cls, max_len: int = 256, eval_split: str = "validation", tokenizer: str | dict | TaskTokenizer = "byte"
+    ) -> ClassifyTask:
+        """bos + the first ``max_len - 1`` body tokens (:func:`ropekit.data.classification_dataset`); a BPE is
+        trained on the train-split bodies only."""
+        from ropekit.data import classification_dataset
 
-        tok = ByteTokenizer()
-        train = classification_dataset("train", tok, max_len)
-        evaluation = classification_dataset(eval_split, tok, max_len)
-        return cls(train, evaluation, tok.vocab_size, 2, eval_split, max_len)
+        tt = make_task_tokenizer(tokenizer, "spam")
+        train = classification_dataset("train", tt.tokenizer, max_len)
+        evaluation = classification_dataset(eval_split, tt.tokenizer, max_len)
+        return cls(train, evaluation, tt.tokenizer.vocab_size, 2, eval_split, max_len, tokenizer=tt)
 
     def model_overrides(self) -> dict[str, Any]:
         return {"task": "classify", "vocab_size": self.vocab_size, "n_classes": self.n_classes}
@@ -183,13 +221,15 @@ class ClassifyTask:
         return {"loss": (loss, n), "accuracy": (correct, n)}
 
     def spec(self) -> dict[str, Any]:
-        return {"name": "classify", "source": "spam", "max_len": self.max_len, "eval_split": self.eval_split}
+        spec = {"name": "classify", "source": "spam", "max_len": self.max_len, "eval_split": self.eval_split}
+        return _with_tokenizer(spec, self.tokenizer)
 
 
 class ReverseTask:
-    """Seq2seq on real text: the source is a random span of 8..``max_span`` bytes of speech text, the target the
-    same bytes reversed. Decoder input ``[bos, y...]``, target ``[y..., eos]``; eval: token accuracy and
-    exact-match rate of teacher-forced predictions on spans of the validation speeches."""
+    """Seq2seq on real text: the source is a random span of 8..``max_span`` tokens of speech text (bytes by
+    default; with BPE the token order is reversed, not the characters), the target the same tokens reversed.
+    Decoder input ``[bos, y...]``, target ``[y..., eos]``; eval: token accuracy and exact-match rate
+    of teacher-forced predictions on spans of the validation speeches."""
 
     name = "seq2seq"
 
@@ -203,18 +243,24 @@ class ReverseTask:
         eos_id: int,
         max_span: int = 32,
         eval_examples: int = 256,
+        tokenizer: TaskTokenizer | None = None,
     ) -> None:
+        self.tokenizer = tokenizer
         self.train, self.validation, self.vocab_size = train, validation, vocab_size
         self.pad_id, self.bos_id, self.eos_id, self.max_span = pad_id, bos_id, eos_id, max_span
         self.eval_examples = eval_examples
 
     @classmethod
-    def sotu(cls, max_span: int = 32, eval_examples: int = 256) -> ReverseTask:
-        from ropekit.data import ByteTokenizer, lm_splits
+    def sotu(
+        cls, max_span: int = 32, eval_examples: int = 256, tokenizer: str | dict | TaskTokenizer = "byte"
+    ) -> ReverseTask:
+        from ropekit.data import lm_splits
 
-        tok = ByteTokenizer()
-        s = lm_splits(tok)
-        return cls(s.train, s.validation, tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id, max_span, eval_examples)
+        tt = make_task_tokenizer(tokenizer, "sotu")
+        tok, s = tt.tokenizer, lm_splits(tt.tokenizer)
+        return cls(
+            s.train, s.validation, tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id, max_span, eval_examples, tt
+        )
 
     def model_overrides(self) -> dict[str, Any]:
         return {"task": "seq2seq", "vocab_size": self.vocab_size}
@@ -258,21 +304,26 @@ class ReverseTask:
         }
 
     def spec(self) -> dict[str, Any]:
-        return {
+        spec = {
             "name": "seq2seq",
             "source": "sotu-reverse",
             "max_span": self.max_span,
             "eval_examples": self.eval_examples,
         }
+        return _with_tokenizer(spec, self.tokenizer)
 
 
-def task_from_spec(spec: dict[str, Any]) -> Task:
-    """Rebuild a bundled-data task from its :meth:`spec` (what checkpoints store)."""
+def task_from_spec(spec: dict[str, Any], tokenizer: TaskTokenizer | None = None) -> Task:
+    """Rebuild a bundled-data task from its :meth:`spec` (what checkpoints store).
+
+    ``tokenizer``: the run's own (``load_run_tokenizer(out_dir)``); without it a BPE spec is trained again (the
+    training is deterministic, but loading the run's file is faster and certain)."""
     name = spec.get("name")
+    tok = tokenizer if tokenizer is not None else spec.get("tokenizer", "byte")
     if name == "lm":
-        return LMTask.sotu(spec["context_len"], spec.get("eval_windows", 64))
+        return LMTask.sotu(spec["context_len"], spec.get("eval_windows", 64), tok)
     if name == "classify":
-        return ClassifyTask.spam(spec["max_len"], spec.get("eval_split", "validation"))
+        return ClassifyTask.spam(spec["max_len"], spec.get("eval_split", "validation"), tok)
     if name == "seq2seq":
-        return ReverseTask.sotu(spec["max_span"], spec.get("eval_examples", 256))
+        return ReverseTask.sotu(spec["max_span"], spec.get("eval_examples", 256), tok)
     raise ValueError(f"unknown task spec {spec}; expected name 'lm', 'classify' or 'seq2seq'")
