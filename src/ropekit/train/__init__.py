@@ -7,6 +7,9 @@ API::
     result = train(ModelConfig(d_model=64, pe="rope"), ClassifyTask.spam(max_len=256),
                    TrainConfig(steps=300, batch_size=32, eval_every=100), out_dir="runs/spam-rope")
     result.final_eval["accuracy"]
+    LMTask.sotu(context_len=128, tokenizer="bpe")   # BPE (1024 ids) trained on the train split only
+
+Run tokenizers (byte default; a BPE is saved as ``out_dir/tokenizer.json``): :mod:`ropekit.train.tokenization`.
 
 CLI: ``ropekit train lm|classify|seq2seq``, ``ropekit eval``, ``ropekit generate`` (:mod:`ropekit.train.cli`).
 See ``docs/training.md``.
@@ -15,20 +18,24 @@ See ``docs/training.md``.
 from ropekit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ropekit.train.loop import TrainConfig, TrainResult, lr_at, train
 from ropekit.train.tasks import ClassifyTask, LMTask, ReverseTask, Task, shard, task_from_spec, unigram_entropy
+from ropekit.train.tokenization import TaskTokenizer, load_run_tokenizer, tokenizer_spec
 
 __all__ = [
     "ClassifyTask",
     "LMTask",
     "ReverseTask",
     "Task",
+    "TaskTokenizer",
     "TrainConfig",
     "TrainResult",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_run_tokenizer",
     "lr_at",
     "save_checkpoint",
     "shard",
     "task_from_spec",
+    "tokenizer_spec",
     "train",
     "unigram_entropy",
 ]
