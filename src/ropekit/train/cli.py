@@ -154,10 +154,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             t.add_argument("--context-len", type=int, default=128)
             t.add_argument("--eval-windows", type=int, default=64, help="validation windows per evaluation")
         elif name == "classify":
-            t.add_argument("--seq-len", type=int, default=256, help="bos + first N-1 body bytes per message")
+            t.add_argument("--seq-len", type=int, default=256, help="bos + first N-1 body tokens per message")
             t.add_argument("--eval-split", default="validation", choices=("validation", "test"))
         else:
-            t.add_argument("--max-span", type=int, default=32, help="longest reversed span (bytes)")
+            t.add_argument("--max-span", type=int, default=32, help="longest reversed span (tokens)")
         t.set_defaults(func=_run_train)
 
 
