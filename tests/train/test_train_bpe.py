@@ -216,3 +216,17 @@ def test_byte_default_is_unchanged(tmp_path, small_corpora, trained_texts, capsy
     assert res["tokenizer"] == {"kind": "byte"} and "loss_per_byte" not in res
     assert main(["train", "lm", "--out", str(tmp_path / "x"), "--bpe-vocab-size", "300", *TINY]) == 2
     assert "--bpe-vocab-size needs --tokenizer bpe" in capsys.readouterr().err
+
+
+def test_cli_classify_with_bpe_trains_on_train_mails_and_evaluates(tmp_path, small_corpora, trained_texts, capsys):
+    out = tmp_path / "cls"
+    assert main(["train", "classify", "--out", str(out), "--seq-len", "24", "--steps", "2", "--eval-every", "0",
+                 "--tokenizer", "bpe", "--bpe-vocab-size", "300", *TINY]) == 0
+    assert trained_texts == [[m.text for m in _small_spam("train")]]
+    record = json.loads((out / "config.json").read_text())["tokenizer"]
+    assert record["trained_on"] == "spam train split: 40 texts" and (out / "tokenizer.json").is_file()
+    capsys.readouterr()
+    assert main(["eval", str(out), "--split", "test"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["tokenizer"]["kind"] == "bpe" and 0.0 <= res["accuracy"] <= 1.0
+    assert len(trained_texts) == 1  # eval loaded the file
