@@ -5,7 +5,9 @@ Run: ``.venv/bin/python benchmarks/apply_rotary.py [--quick] [--markdown] [--csv
 Every implementation rotates q and k of shape ``[B, H, T, D]`` (torchtune gets its native ``[B, T, H, D]``) with
 tables built outside the timed region. Implementations are timed round-robin inside each repetition, so they
 share the machine's noise, and the table reports medians and the ratio to the floor measured in the same run:
-forward against one copy of q and k into reused buffers, forward+backward against twice that.
+forward against one copy of q and k into reused buffers, forward+backward against twice that copy, timed again in
+the forward+backward round-robin (the machine's noise comes in bursts of a few repetitions, so a floor timed in the
+forward phase does not share the backward phase's noise).
 
 Page faults: fresh multi-MiB allocations are served by mmap and fault on first touch, which is most of the noise
 on this machine. The script re-executes itself with ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:
@@ -164,7 +166,7 @@ def time_round_robin(impls, reps: int, backward: bool, grads) -> dict[str, float
     """Median seconds per implementation; forward, or forward+backward with the given upstream gradients."""
 
     def run(name, fn, q, k):
-        if not backward:
+        if not backward or grads[name] is None:  # forward only (the copy floor in the backward round-robin)
             fn(q, k)
             return
         q.grad = k.grad = None
@@ -203,14 +205,16 @@ def bench(shapes, dtypes, reps: int) -> tuple[list[dict], list[str]]:
                 grads[name] = (torch.randn_like(qg), torch.randn_like(kg))
             bwd_impls = {"copy floor": impls["copy floor"], **bwd_impls}
             grads["copy floor"] = None
-            fb = time_round_robin({n: v for n, v in bwd_impls.items() if n != "copy floor"}, reps, True, grads)
+            fb = time_round_robin(bwd_impls, reps, True, grads)
+            fb["copy floor"] *= 2  # forward+backward floor: two copies, timed among the backward runs
             for name, sec in fwd.items():
                 rows.append(
                     dict(shape=shape, dtype=dtype, mode="fwd", impl=name, sec=sec, ratio=sec / fwd["copy floor"])
                 )
             for name, sec in fb.items():
-                floor2 = 2 * fwd["copy floor"]
-                rows.append(dict(shape=shape, dtype=dtype, mode="fwd+bwd", impl=name, sec=sec, ratio=sec / floor2))
+                rows.append(
+                    dict(shape=shape, dtype=dtype, mode="fwd+bwd", impl=name, sec=sec, ratio=sec / fb["copy floor"])
+                )
             print(f"  done {list(shape)} {str(dtype).replace('torch.', '')}", file=sys.stderr, flush=True)
     return rows, list(dict.fromkeys(notes))
 
@@ -228,7 +232,7 @@ def print_table(rows: list[dict], markdown: bool) -> None:
     lines = []
     for key in keys:
         shape, dtype, mode = key
-        floor = by[(shape, dtype, "fwd", "copy floor")]["sec"] * 1e3 * (2 if mode == "fwd+bwd" else 1)
+        floor = by[(shape, dtype, mode, "copy floor")]["sec"] * 1e3
         lines.append(
             ["x".join(map(str, shape)), str(dtype).replace("torch.", ""), mode, f"{floor:.2f}"]
             + [cell(key, n) for n in impl_names]
