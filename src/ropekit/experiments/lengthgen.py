@@ -54,18 +54,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 3e-3,
         "eval_examples": 128,
     },
-    "full": {
+    "full": {  # sized for about 15 min on one thread here
         "task": "copy",
         "n_symbols": 16,
-        "train_max_n": 20,
-        "test_ns": [5, 10, 20, 30, 40, 60, 80],
-        "steps": 4000,
-        "batch": 64,
+        "train_max_n": 16,
+        "test_ns": [4, 8, 16, 24, 32, 48, 64, 80],
+        "steps": 900,
+        "batch": 48,
         "d_model": 64,
-        "n_layers": 3,
+        "n_layers": 2,
         "seeds": 3,
-        "lr": 2e-3,
-        "eval_examples": 512,
+        "lr": 3e-3,
+        "eval_examples": 256,
     },
 }
 
