@@ -2,8 +2,9 @@
 
 ``load()`` returns the extension module or ``None`` (no compiler, build error, ``ROPEKIT_NO_BUILD=1``); the
 failure is warned about once and the eager fallback runs instead. The build lands in torch's extension cache
-(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``) under a name that hashes the source, the flags
-and this CPU's feature flags (``-march=native`` code must never run on another CPU model), so the first use on a
+(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``) under a name that hashes the source, the flags,
+this CPU's feature flags (``-march=native`` code must never run on another CPU model) and the torch build it
+links against (version and install folder), so the first use on a
 machine pays the compile (about 30-60 s here) and later processes load the cached ``.so`` in milliseconds.
 
 Legend: see :mod:`ropekit.kernels.cpp_source`.
@@ -66,8 +67,16 @@ def _cpu_signature() -> str:
 
 
 def build_name() -> str:
-    """Extension name: ``ropekit_rotary_<hash of source, flags, cpu>``."""
-    key = "\n".join([CPP_SOURCE, *_CFLAGS, *_LDFLAGS, _cpu_signature()])
+    """Extension name: ``ropekit_rotary_<hash of source, flags, cpu, torch build and location>``.
+
+    torch's version and install folder are part of the name: the binary links against that torch (an upgrade
+    must not load an old build), and two environments sharing the cache would otherwise rebuild it in turn
+    (their include paths differ, which torch's own check treats as a new version of the same name).
+    """
+    import torch
+
+    torch_build = f"{torch.__version__} {os.path.dirname(torch.__file__)}"
+    key = "\n".join([CPP_SOURCE, *_CFLAGS, *_LDFLAGS, _cpu_signature(), torch_build])
     return "ropekit_rotary_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
