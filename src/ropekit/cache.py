@@ -14,18 +14,14 @@ integer, ``keep: [K]`` integer indices into ``T``, ``r = rotary_dim / 2``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from ropekit.angles import check_positions, wrap_angles
 from ropekit.functional import apply_rotary
 from ropekit.modules import RotaryEmbedding
 from ropekit.scaling import depends_on_length
 
 __all__ = ["evict", "rerotate", "sink_window_keep"]
-
-_TWO_PI = 2 * math.pi
-
 
 def _as_positions(positions: torch.Tensor | int, T: int, name: str, device: torch.device) -> torch.Tensor:
     """An int offset or an integer tensor ``[T]``/``[B, T]`` -> integer tensor on ``device``."""
@@ -35,12 +31,9 @@ def _as_positions(positions: torch.Tensor | int, T: int, name: str, device: torc
         return torch.arange(positions, positions + T, device=device)
     if not isinstance(positions, torch.Tensor):
         raise TypeError(f"{name} must be an int offset or an integer tensor [T] / [B, T], got {type(positions)}")
-    if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor, got {positions.dtype}; use .long()")
-    if positions.dim() not in (1, 2) or positions.shape[-1] != T:
+    check_positions(positions, name=name, dims=(1, 2), allow_negative=False)
+    if positions.shape[-1] != T:
         raise ValueError(f"{name} must be [T] or [B, T] with T={T} (the keys' length), got {tuple(positions.shape)}")
-    if positions.numel() and int(positions.min()) < 0:
-        raise ValueError(f"{name} must be >= 0 (token positions), got a negative value")
     return positions.to(device)
 
 
@@ -86,8 +79,7 @@ def rerotate(
     inv_src, af_src = rope.frequencies(_state_length(rope, from_seq_len, "from_seq_len"))
     inv_dst, af_dst = rope.frequencies(_state_length(rope, to_seq_len, "to_seq_len"))
     angles = dst.to(torch.float64).unsqueeze(-1) * inv_dst.to(torch.float64)  # [..., T, r] exact
-    angles = angles - src.to(torch.float64).unsqueeze(-1) * inv_src.to(torch.float64)
-    angles = (angles - torch.round(angles / _TWO_PI) * _TWO_PI).to(torch.float32)  # [..., T, r] in [-pi, pi]
+    angles = wrap_angles(angles - src.to(torch.float64).unsqueeze(-1) * inv_src.to(torch.float64))  # in [-pi, pi]
     ratio = af_dst / af_src
     cos, sin = angles.cos() * ratio, angles.sin() * ratio
     if cos.dim() == 3:  # [B, T, r] -> [B, 1, T, r]: broadcast over heads

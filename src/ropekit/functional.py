@@ -13,22 +13,12 @@ import math
 
 import torch
 
+from ropekit.angles import check_positions, position_angles, wrap_angles
 from ropekit.kernels import dispatch
 
 __all__ = ["apply_rotary", "apply_rotary_qk", "rope_angles", "rope_cos_sin"]
 
-_TWO_PI = 2 * math.pi
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _check_positions(positions: torch.Tensor) -> None:
-    if not isinstance(positions, torch.Tensor):
-        raise TypeError(f"positions must be a torch.Tensor of integers, got {type(positions).__name__}")
-    if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
-        raise ValueError(
-            f"positions must be an integer tensor (int32/int64), got {positions.dtype}; "
-            "token positions are whole numbers: use torch.arange(T) or positions.long()"
-        )
 
 
 def _check_inv_freq(inv_freq: torch.Tensor) -> None:
@@ -45,11 +35,9 @@ def rope_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor
     one float32 rounding of the true one at any position (float32 ``position * inv_freq`` is off by
     6e-2 rad at 2**20). The frequencies themselves are taken as the float32 numbers given.
     """
-    _check_positions(positions)
+    check_positions(positions)
     _check_inv_freq(inv_freq)
-    angles = positions.to(torch.float64).unsqueeze(-1) * inv_freq.to(torch.float64)  # [..., r], exact
-    turns = torch.round(angles * (1 / _TWO_PI))
-    return (angles - turns * _TWO_PI).to(torch.float32)  # [..., r] in [-pi, pi]
+    return position_angles(inv_freq, positions)  # [..., r] in [-pi, pi]
 
 
 def rope_cos_sin(
@@ -75,7 +63,7 @@ def rope_cos_sin(
         raise ValueError(f"dtype must be a floating dtype {_FLOATS}, got {dtype}")
     if not (isinstance(attention_factor, (int, float)) and math.isfinite(attention_factor)):
         raise ValueError(f"attention_factor must be a finite number, got {attention_factor!r}")
-    _check_positions(positions)
+    check_positions(positions)
     _check_inv_freq(inv_freq)
     simple = inv_freq.requires_grad or positions.device.type == "meta" or torch.compiler.is_compiling()
     if simple:  # differentiable in inv_freq (learned frequencies), traceable, shape-only on meta
@@ -113,8 +101,7 @@ def _cos_sin_chunked(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[t
     for start in range(0, n_total, rows):
         n = min(rows, n_total - start)
         angles = torch.outer(flat[start : start + n].to(torch.float64), inv64, out=angles64[:n])  # exact
-        turns = torch.mul(angles, 1 / _TWO_PI, out=turns64[:n]).round_()
-        reduced = reduced32[:n].copy_(angles.sub_(turns, alpha=_TWO_PI))  # [n, r] in [-pi, pi]
+        reduced = wrap_angles(angles, out=reduced32[:n], scratch=turns64[:n])  # [n, r] in [-pi, pi]
         torch.cos(reduced, out=cos[start : start + n])
         torch.sin(reduced, out=sin[start : start + n])
     return cos.view(*positions.shape, r), sin.view(*positions.shape, r)
@@ -164,7 +151,7 @@ def _check_rotary_inputs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, 
 
 def _check_table_positions(x: torch.Tensor, cos: torch.Tensor, positions: torch.Tensor, name: str = "x") -> None:
     """``positions: [T]`` or ``[B, T]`` index rows of ``cos, sin: [L, r]`` tables for ``x: [..., T, D]``."""
-    _check_positions(positions)
+    check_positions(positions)
     if positions.device != cos.device:
         raise ValueError(f"positions are on {positions.device} but cos/sin on {cos.device}; move them to one device")
     T = x.shape[-2]

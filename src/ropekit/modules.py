@@ -12,26 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ropekit.angles import check_positions
 from ropekit.functional import apply_rotary_qk, rope_angles, rope_cos_sin
 from ropekit.scaling import RopeSpec, parse_rope_parameters, rope_frequencies, rotary_dim_of
 
 __all__ = ["RotaryEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_table"]
 
 _DEFAULT_TABLE_LENGTH = 2048
-
-
-def _normalise_positions(positions: torch.Tensor) -> None:
-    if positions.is_floating_point() or positions.dtype == torch.bool:
-        raise ValueError(
-            f"positions must be an integer tensor, got {positions.dtype}; use torch.arange(T) or positions.long()"
-        )
-    if positions.dim() not in (1, 2):
-        raise ValueError(f"positions must be [T] or [B, T], got shape {tuple(positions.shape)}")
-    if not torch.compiler.is_compiling() and positions.numel() and int(positions.min()) < 0:
-        raise ValueError(
-            "positions must be >= 0, got a negative position; left padding should use position 0 for pads "
-            "(e.g. positions = (attention_mask.cumsum(-1) - 1).clamp(min=0))"
-        )
 
 
 class RotaryEmbedding(nn.Module):
@@ -173,7 +160,7 @@ class RotaryEmbedding(nn.Module):
             return self.cos_table[offset : offset + T], self.sin_table[offset : offset + T]
         if not isinstance(positions, torch.Tensor):
             raise TypeError(f"positions must be None, an int offset or an integer tensor, got {type(positions)}")
-        _normalise_positions(positions)
+        check_positions(positions, dims=(1, 2), allow_negative=False)
         if positions.shape[-1] != T:
             raise ValueError(f"positions has {positions.shape[-1]} tokens but q/k have T={T}")
         if self._state_for(None) is not None and seq_len is None:

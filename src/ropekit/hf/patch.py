@@ -20,13 +20,13 @@ Legend: ``x: [B, T, hidden]`` (only its dtype and device are read), ``position_i
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from ropekit.angles import position_angles
 from ropekit.functional import rope_cos_sin
 from ropekit.hf_config import from_hf_config
 from ropekit.modules import RotaryEmbedding
@@ -34,7 +34,6 @@ from ropekit.modules import RotaryEmbedding
 __all__ = ["RopekitRotary", "find_rotary_modules", "is_patched", "patch", "unpatch"]
 
 Mode = Literal["transformers", "current"]
-_TWO_PI = 2 * math.pi
 
 
 def _layer_types(module: nn.Module) -> list[str | None]:
@@ -185,8 +184,7 @@ class RopekitRotary(nn.Module):
         inv_freq = inv_freq.to(x.device)
         if positions.is_floating_point() or (positions.numel() and int(positions.min()) < 0):
             # allowed by the flags: float64 angles reduced mod 2 pi (rope_cos_sin takes non-negative integers)
-            angles = positions.to(torch.float64).unsqueeze(-1) * inv_freq.to(torch.float64)  # [B, T, r]
-            angles = (angles - torch.round(angles / _TWO_PI) * _TWO_PI).to(torch.float32)
+            angles = position_angles(inv_freq, positions)  # [B, T, r] float32 in [-pi, pi]
             cos, sin = angles.cos() * factor, angles.sin() * factor
         else:
             cos, sin = rope_cos_sin(inv_freq, positions, attention_factor=factor)  # [B, T, r] each

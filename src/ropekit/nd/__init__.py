@@ -14,6 +14,7 @@ from ropekit.nd.functional import (
     grid_positions,
     liere_rotation,
     mixed_frequencies,
+    nd_angles,
     nd_cos_sin,
     relativity_defect,
 )
@@ -32,7 +33,6 @@ from ropekit.nd.reference import (
     block_generators,
     cayley,
     dense_rotation,
-    nd_angles,
 )
 
 __all__ = [

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ropekit.nd.reference import apply_token_matrices, apply_toral, dense_rotation, nd_angles
+from ropekit.angles import wrap_angles
+from ropekit.nd.reference import apply_token_matrices, apply_toral, dense_rotation
 
 __all__ = [
     "apply_liere",
@@ -24,6 +25,7 @@ __all__ = [
     "grid_positions",
     "liere_rotation",
     "mixed_frequencies",
+    "nd_angles",
     "nd_cos_sin",
     "relativity_defect",
 ]
@@ -122,6 +124,17 @@ def grid_positions(*sizes: int, offset: float | Sequence[float] = 0.0, step: flo
     axes = [torch.arange(int(s), dtype=torch.float32) * step + o for s, o in zip(sizes, offsets, strict=True)]
     mesh = torch.meshgrid(*axes, indexing="ij")  # A tensors of shape sizes
     return torch.stack(mesh, dim=-1).reshape(-1, len(sizes))  # [prod(sizes), A]
+
+
+def nd_angles(freqs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Angles ``(positions @ freqs)`` reduced to ``[-pi, pi]``, float32: ``[..., T, r]``.
+
+    ``positions: [..., T, A]``, ``freqs: [..., A, r]``; leading dims broadcast as in ``torch.matmul``.
+    Precision: products and sums in float64 (exact for integer positions < 2**29 times float32 frequencies when
+    only one axis is non-zero per pair), reduced modulo 2 pi in float64, then narrowed, as in
+    :func:`ropekit.rope_angles`. Differentiable in ``freqs`` (the reduction subtracts a constant multiple of 2 pi).
+    """
+    return wrap_angles(positions.to(torch.float64) @ freqs.to(torch.float64))  # [..., T, r]
 
 
 def _check_positions_freqs(positions: torch.Tensor, freqs: torch.Tensor) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ropekit.nd.reference import nd_angles
+from ropekit.nd.functional import nd_cos_sin
 
 __all__ = ["MROPE_LAYOUTS", "mrope_cos_sin", "mrope_pair_axes", "mrope_position_ids", "split_mrope_parameters"]
 
@@ -109,8 +109,7 @@ def mrope_cos_sin(
     positions = position_ids.movedim(0, -1)  # [..., T, 3]
     freqs = torch.zeros(3, axes.numel(), dtype=inv_freq.dtype)  # [3, r], one non-zero per column
     freqs[axes, torch.arange(axes.numel())] = inv_freq
-    angles = nd_angles(freqs, positions)  # [..., T, r]; sums with exact zeros: exactly 1-D RoPE's angles
-    cos, sin = torch.cos(angles), torch.sin(angles)
+    cos, sin = nd_cos_sin(freqs, positions)  # [..., T, r]; sums with exact zeros: exactly 1-D RoPE's angles
     if attention_factor != 1.0:
         cos, sin = cos * attention_factor, sin * attention_factor
     return cos, sin

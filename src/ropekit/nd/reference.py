@@ -19,8 +19,6 @@ Legend: ``A`` number of position axes (2 for images, 3 for video / (t, h, w)), `
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ropekit.reference import apply_rotary_reference, pair_indices
@@ -32,27 +30,11 @@ __all__ = [
     "block_generators",
     "cayley",
     "dense_rotation",
-    "nd_angles",
 ]
-
-_TWO_PI = 2 * math.pi
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
-
-
-def nd_angles(freqs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Angles ``(positions @ freqs)`` reduced to ``[-pi, pi]``, float32: ``[..., T, r]``.
-
-    ``positions: [..., T, A]``, ``freqs: [..., A, r]``; leading dims broadcast as in ``torch.matmul``.
-    Precision: products and sums in float64 (exact for integer positions < 2**29 times float32 frequencies when
-    only one axis is non-zero per pair), reduced modulo 2 pi in float64, then narrowed, as in
-    :func:`ropekit.rope_angles`. Differentiable in ``freqs`` (the reduction subtracts a constant multiple of 2 pi).
-    """
-    angles = positions.to(torch.float64) @ freqs.to(torch.float64)  # [..., T, r]
-    turns = torch.round(angles.detach() * (1 / _TWO_PI))
-    return (angles - turns * _TWO_PI).to(torch.float32)
 
 
 def apply_toral(
