@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ropekit.cli import main
-from ropekit.verify import run_checks
+from ropekit.commands.verify import run_checks
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "ropekit" / "examples"
 
@@ -32,7 +32,7 @@ def test_freqs_on_bundled_configs(config, capsys):
 
 
 def test_freqs_llama3_effective_context():
-    from ropekit.freqs import frequency_table
+    from ropekit.commands.freqs import frequency_table
 
     rows, summary = frequency_table(json.loads((EXAMPLES / "llama3_8b_128k.json").read_text()))
     assert summary["rope_type"] == "llama3" and summary["original_context"] == 8192

@@ -10,7 +10,7 @@ Tiers: :mod:`ropekit.reference` (the math, the oracle of every test), :mod:`rope
 
 from ropekit.cache import evict, rerotate, sink_window_keep
 from ropekit.functional import apply_rotary, apply_rotary_qk, rope_angles, rope_cos_sin
-from ropekit.hf_config import from_hf_config, load_config_file
+from ropekit.hf.config import from_hf_config, load_config_file
 from ropekit.kernels import use_backend
 from ropekit.layout import convert_qk_layout, layout_permutation
 from ropekit.modules import RotaryEmbedding, SinusoidalPositionalEncoding, sinusoidal_table

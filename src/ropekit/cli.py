@@ -14,8 +14,8 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 _COMMAND_MODULES: tuple[str, ...] = (
-    "ropekit.verify",
-    "ropekit.freqs",
+    "ropekit.commands.verify",
+    "ropekit.commands.freqs",
     "ropekit.report.cli",
     "ropekit.hf.convert",
     "ropekit.train.cli",

@@ -125,6 +125,7 @@ def test_scaling_is_never_silently_dropped(extra, match):
 
 
 def test_transformers_config_objects_read_like_dicts():
+    pytest.importorskip("transformers")
     from ropekit.hf.families import tiny_model
 
     model, _ = tiny_model("gpt_neox", "yarn")

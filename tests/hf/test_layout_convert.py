@@ -6,6 +6,9 @@ import os
 
 import pytest
 import torch
+
+pytest.importorskip("transformers")
+
 from safetensors.torch import load_file, save_file
 
 from ropekit import RotaryEmbedding, convert_qk_layout

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+pytest.importorskip("transformers")
+
 from ropekit.hf import RopekitRotary, is_patched, patch, unpatch
 from ropekit.hf.families import FAMILIES, ROPE_CASES, UnsupportedCase, tiny_model
 from ropekit.hf.parity_table import measure

@@ -28,7 +28,7 @@ __all__ = ["convert_state_dict", "register", "run"]
 
 def _geometry(config: dict[str, Any]) -> tuple[int, int, int, int]:
     """``(H, Hk, D, rotary_dim)`` from a config dict (same reading as :func:`ropekit.from_hf_config`)."""
-    from ropekit.hf_config import from_hf_config
+    from ropekit.hf.config import from_hf_config
     from ropekit.scaling import parse_rope_parameters, rotary_dim_of
 
     if "qk_rope_head_dim" in config:
@@ -105,7 +105,7 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str
 def run(args: argparse.Namespace) -> int:
     from safetensors import safe_open
 
-    from ropekit.hf_config import load_config_file
+    from ropekit.hf.config import load_config_file
 
     config = load_config_file(args.config)
     if not str(args.checkpoint).endswith(".safetensors"):

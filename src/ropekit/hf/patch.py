@@ -28,7 +28,7 @@ from torch import nn
 
 from ropekit.angles import position_angles
 from ropekit.functional import rope_cos_sin
-from ropekit.hf_config import from_hf_config
+from ropekit.hf.config import from_hf_config
 from ropekit.modules import RotaryEmbedding
 
 __all__ = ["RopekitRotary", "find_rotary_modules", "is_patched", "patch", "unpatch"]

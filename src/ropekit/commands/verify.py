@@ -161,7 +161,7 @@ def _check_layout_conversion() -> CheckResult:
 
 def _check_transformers() -> CheckResult | None:
     try:
-        from ropekit.hf_parity import max_relative_difference
+        from ropekit.hf.parity import max_relative_difference
     except ImportError:
         return None
     return CheckResult(

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from ropekit.hf_parity import PARITY_CASES, max_relative_difference, transformers_frequencies
+from ropekit.hf.parity import PARITY_CASES, max_relative_difference, transformers_frequencies
 
 
 def _id(case):

@@ -11,7 +11,7 @@ import argparse
 import math
 from typing import Any
 
-from ropekit.hf_config import from_hf_config, load_config_file
+from ropekit.hf.config import from_hf_config, load_config_file
 from ropekit.scaling import parse_rope_parameters, rope_frequencies
 
 __all__ = ["frequency_table", "register"]
