@@ -169,3 +169,28 @@ def test_spec_round_trip_and_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.params.factor = 2.0  # type: ignore[misc]
     assert parse_rope_parameters({"type": "linear", "factor": 2.0}).rope_type == "linear"
+
+
+def test_registry_answers_what_callers_need():
+    """Callers ask the registry (length dependence, state, rotary dim, unscaled type), never test names."""
+    from ropekit.scaling import ROPE_TYPE_LABELS, canonical_rope_type, rotary_dim_of, scaling_state, unscaled_spec
+
+    dyn = parse_rope_parameters({"rope_type": "dynamic", "factor": 2.0})
+    assert scaling_state(dyn, 10, 64) == 64 and scaling_state(dyn, 100, 64) == 100
+    assert rope_frequencies(dyn, head_dim=16, max_position_embeddings=64, seq_len=10)[0].equal(
+        rope_frequencies(dyn, head_dim=16, max_position_embeddings=64, seq_len=64)[0]
+    )
+    lr = parse_rope_parameters(
+        {"rope_type": "longrope", "short_factor": [1.0] * 4, "long_factor": [2.0] * 4,
+         "original_max_position_embeddings": 8}
+    )
+    assert scaling_state(lr, 8, 32) is None and scaling_state(lr, 9, 32) == scaling_state(lr, 1000, 32) == 9
+    yarn = parse_rope_parameters({"rope_type": "yarn", "factor": 4.0})
+    assert scaling_state(yarn, 10_000, 64) is None
+    prop = parse_rope_parameters({"rope_type": "proportional", "partial_rotary_factor": 0.5})
+    assert rotary_dim_of(prop, 16) == 16 and rotary_dim_of(unscaled_spec(dyn), 16) == 16
+    assert unscaled_spec(prop).rope_type == "proportional" and unscaled_spec(yarn).rope_type == "default"
+    assert canonical_rope_type("pi") == "linear" and canonical_rope_type("su") == "longrope"
+    with pytest.raises(ValueError, match="did you mean 'yarn'"):
+        canonical_rope_type("yarnn")
+    assert set(ROPE_TYPE_LABELS) == set(ROPE_TYPES)

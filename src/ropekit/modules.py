@@ -14,7 +14,7 @@ from torch import nn
 
 from ropekit.angles import check_positions
 from ropekit.functional import apply_rotary_qk, rope_angles, rope_cos_sin
-from ropekit.scaling import RopeSpec, parse_rope_parameters, rope_frequencies, rotary_dim_of
+from ropekit.scaling import RopeSpec, parse_rope_parameters, rope_frequencies, rotary_dim_of, scaling_state
 
 __all__ = ["RotaryEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_table"]
 
@@ -77,24 +77,14 @@ class RotaryEmbedding(nn.Module):
         self._build(length, self._state_for(None))
 
     # ------------------------------------------------------------------ tables
-    def _state_for(self, seq_len: int | None) -> Any:
-        """The part of the frequencies that depends on length (None for static types)."""
-        kind = self.spec.rope_type
-        if kind == "dynamic":
-            return max(seq_len or 0, self.max_position_embeddings or 0)
-        if kind == "longrope":
-            original = self.spec.params.original_max_position_embeddings or self.max_position_embeddings
-            return seq_len is not None and seq_len > original
-        return None
+    def _state_for(self, seq_len: int | None) -> int | None:
+        """The scaling state of a sequence of length ``seq_len`` (``None`` for static types)."""
+        return scaling_state(self.spec, seq_len, self.max_position_embeddings)
 
-    def _build(self, length: int, state: Any) -> None:
+    def _build(self, length: int, state: int | None) -> None:
         device = self.inv_freq.device
-        seq_len = state if self.spec.rope_type == "dynamic" else None
-        if self.spec.rope_type == "longrope" and state:
-            original = self.spec.params.original_max_position_embeddings or self.max_position_embeddings
-            seq_len = original + 1
         inv_freq, attention_factor = rope_frequencies(
-            self.spec, head_dim=self.head_dim, max_position_embeddings=self.max_position_embeddings, seq_len=seq_len
+            self.spec, head_dim=self.head_dim, max_position_embeddings=self.max_position_embeddings, seq_len=state
         )
         self.attention_factor = attention_factor
         self.inv_freq = inv_freq.to(device)
@@ -102,7 +92,7 @@ class RotaryEmbedding(nn.Module):
         self.cos_table, self.sin_table = rope_cos_sin(self.inv_freq, positions, attention_factor=attention_factor)
         self._key = (length, state, device)
 
-    def _ensure(self, needed: int, state: Any) -> None:
+    def _ensure(self, needed: int, state: int | None) -> None:
         key = self._key
         fresh = (
             key is not None
@@ -130,14 +120,8 @@ class RotaryEmbedding(nn.Module):
         if seq_len is not None and not (isinstance(seq_len, int) and not isinstance(seq_len, bool) and seq_len > 0):
             raise ValueError(f"seq_len must be a positive integer or None, got {seq_len!r}")
         state = self._state_for(seq_len)
-        if self.spec.rope_type == "dynamic":
-            length = state
-        elif self.spec.rope_type == "longrope" and state:
-            length = (self.spec.params.original_max_position_embeddings or self.max_position_embeddings) + 1
-        else:
-            length = None
         inv_freq, attention_factor = rope_frequencies(
-            self.spec, head_dim=self.head_dim, max_position_embeddings=self.max_position_embeddings, seq_len=length
+            self.spec, head_dim=self.head_dim, max_position_embeddings=self.max_position_embeddings, seq_len=state
         )
         return inv_freq.to(self.inv_freq.device), attention_factor
 
@@ -163,7 +147,7 @@ class RotaryEmbedding(nn.Module):
         check_positions(positions, dims=(1, 2), allow_negative=False)
         if positions.shape[-1] != T:
             raise ValueError(f"positions has {positions.shape[-1]} tokens but q/k have T={T}")
-        if self._state_for(None) is not None and seq_len is None:
+        if self.spec.scaling.length_state != "none" and seq_len is None:
             seq_len = int(positions.max()) + 1  # one host sync; pass seq_len=... to avoid it
         state = self._state_for(seq_len)
         self._ensure(1, state)

@@ -20,19 +20,33 @@ import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeAlias, get_args
 
 import torch
 
 __all__ = [
     "COMMON_KEYS",
     "ROPE_TYPES",
+    "ROPE_TYPE_ALIASES",
+    "ROPE_TYPE_LABELS",
+    "LengthState",
     "RopeSpec",
+    "RopeType",
+    "ScalingParams",
+    "ScalingType",
+    "accepts_key",
     "all_parameter_keys",
+    "canonical_rope_type",
     "depends_on_length",
     "parse_rope_parameters",
     "rope_frequencies",
+    "rotary_dim_of",
+    "scaling_state",
+    "unscaled_spec",
+    "yarn_mscale",
 ]
+
+RopeType = Literal["default", "linear", "ntk", "dynamic", "yarn", "longrope", "llama3", "proportional"]
 
 DEFAULT_THETA = 10_000.0
 COMMON_KEYS = ("rope_type", "rope_theta", "partial_rotary_factor")
@@ -330,26 +344,113 @@ def _proportional(p: ProportionalParams, ctx: _Context) -> tuple[torch.Tensor, f
 
 
 # ----------------------------------------------------------------------------- registry
+ScalingParams: TypeAlias = (
+    DefaultParams
+    | LinearParams
+    | NTKParams
+    | DynamicParams
+    | YarnParams
+    | LongRopeParams
+    | Llama3Params
+    | ProportionalParams
+)
+
+# How the frequencies depend on the current sequence length:
+# "none": not at all; "grows": continuously past max_position_embeddings (dynamic NTK's base; transformers keeps
+# a high-water mark of the length); "switches": one switch at the original length (LongRoPE's short/long sets).
+LengthState = Literal["none", "grows", "switches"]
+
+
+def _no_length(p: Any, seq_len: int | None, max_position_embeddings: int | None) -> int | None:
+    return None
+
+
+def _dynamic_length(p: DynamicParams, seq_len: int | None, max_position_embeddings: int | None) -> int | None:
+    # below max_position_embeddings the base is the original one: every such length is one state
+    return max(seq_len or 0, max_position_embeddings or 0)
+
+
+def _longrope_length(p: LongRopeParams, seq_len: int | None, max_position_embeddings: int | None) -> int | None:
+    original = p.original_max_position_embeddings or max_position_embeddings
+    if seq_len is None or original is None or seq_len <= original:
+        return None  # the short factors
+    return original + 1  # any length past the original one: the long factors
+
+
 @dataclass(frozen=True)
 class ScalingType:
-    """One registry entry: the parameter dataclass, the function, and whether it depends on length."""
+    """One registry entry: what a caller needs to know about a scaling type, so no caller tests its name.
+
+    Attributes:
+        params: the frozen dataclass of the type's own parameters.
+        fn: ``(params, context) -> (inv_freq float64 [r], attention_factor)``.
+        required: keys that must be given.
+        length_state: how the frequencies depend on the current length (see :data:`LengthState`).
+        state_length: ``(params, seq_len, max_position_embeddings) -> length or None``: the one length that stands
+            for every length with the same frequencies (the key of a cached table; ``None``: the static state).
+        full_head: ``inv_freq`` spans the whole head (``head_dim/2`` entries, zeros past the partial factor)
+            instead of ``int(head_dim * partial_rotary_factor)/2`` entries.
+        unscaled: the type that gives the same frequencies with the scaling removed (``ropekit freqs``).
+        label: the name shown in tables and figures.
+    """
 
     params: type
     fn: Callable[[Any, _Context], tuple[torch.Tensor, float]]
-    length_dependent: bool = False
+    label: str
     required: tuple[str, ...] = field(default=())
+    length_state: LengthState = "none"
+    state_length: Callable[[Any, int | None, int | None], int | None] = _no_length
+    full_head: bool = False
+    unscaled: RopeType = "default"
 
 
-ROPE_TYPES: dict[str, ScalingType] = {
-    "default": ScalingType(DefaultParams, _default),
-    "linear": ScalingType(LinearParams, _linear, required=("factor",)),
-    "ntk": ScalingType(NTKParams, _ntk, required=("factor",)),
-    "dynamic": ScalingType(DynamicParams, _dynamic, length_dependent=True, required=("factor",)),
-    "yarn": ScalingType(YarnParams, _yarn),
-    "longrope": ScalingType(LongRopeParams, _longrope, length_dependent=True, required=("short_factor", "long_factor")),
-    "llama3": ScalingType(Llama3Params, _llama3, required=("factor", "low_freq_factor", "high_freq_factor")),
-    "proportional": ScalingType(ProportionalParams, _proportional),
+ROPE_TYPES: dict[RopeType, ScalingType] = {
+    "default": ScalingType(DefaultParams, _default, "RoPE"),
+    "linear": ScalingType(LinearParams, _linear, "PI", required=("factor",)),
+    "ntk": ScalingType(NTKParams, _ntk, "NTK", required=("factor",)),
+    "dynamic": ScalingType(
+        DynamicParams, _dynamic, "dynamic NTK", required=("factor",), length_state="grows", state_length=_dynamic_length
+    ),
+    "yarn": ScalingType(YarnParams, _yarn, "YaRN"),
+    "longrope": ScalingType(
+        LongRopeParams,
+        _longrope,
+        "LongRoPE",
+        required=("short_factor", "long_factor"),
+        length_state="switches",
+        state_length=_longrope_length,
+    ),
+    "llama3": ScalingType(Llama3Params, _llama3, "Llama 3", required=("factor", "low_freq_factor", "high_freq_factor")),
+    "proportional": ScalingType(ProportionalParams, _proportional, "p-RoPE", full_head=True, unscaled="proportional"),
 }
+assert set(ROPE_TYPES) == set(get_args(RopeType))
+
+# Every other name a scaling type goes by, mapped to its rope_type: short names (the ``--pe`` flag and
+# ``ropekit.models`` kinds, the papers' names) and vendor names found in real configs (DeepSeek V2's remote
+# code says ``deepseek_yarn``, early Phi-3 ``su``). ``parse_rope_parameters`` itself accepts only rope_type
+# names, as transformers does; ``ropekit.hf.config`` and ``ropekit.models`` resolve aliases first.
+ROPE_TYPE_ALIASES: dict[str, RopeType] = {
+    "rope": "default",
+    "pi": "linear",
+    "su": "longrope",
+    "deepseek_yarn": "yarn",
+}
+ROPE_TYPE_LABELS: dict[RopeType, str] = {name: entry.label for name, entry in ROPE_TYPES.items()}
+
+
+def canonical_rope_type(name: str) -> RopeType:
+    """The rope_type a name or alias stands for (``"pi"`` -> ``"linear"``); ``ValueError`` for an unknown name."""
+    if name in ROPE_TYPES:
+        return name  # type: ignore[return-value]  # narrowed by the membership test
+    if name in ROPE_TYPE_ALIASES:
+        return ROPE_TYPE_ALIASES[name]
+    known = [*ROPE_TYPES, *ROPE_TYPE_ALIASES]
+    raise ValueError(f"unknown scaling type {name!r}; expected one of {known}" + _nearest(str(name), known))
+
+
+def accepts_key(rope_type: RopeType, key: str) -> bool:
+    """Whether ``rope_type``'s parameters include ``key`` (e.g. ``original_max_position_embeddings``)."""
+    return key in {f.name for f in dataclasses.fields(ROPE_TYPES[rope_type].params)}
 
 
 def all_parameter_keys() -> list[str]:
@@ -360,9 +461,9 @@ def all_parameter_keys() -> list[str]:
     return sorted(keys)
 
 
-def depends_on_length(rope_type: str) -> bool:
+def depends_on_length(rope_type: RopeType) -> bool:
     """True when the frequencies depend on the current sequence length (dynamic NTK, LongRoPE)."""
-    return ROPE_TYPES[rope_type].length_dependent
+    return ROPE_TYPES[rope_type].length_state != "none"
 
 
 def _nearest(key: str, candidates: list[str]) -> str:
@@ -374,10 +475,15 @@ def _nearest(key: str, candidates: list[str]) -> str:
 class RopeSpec:
     """A validated rope configuration: type, base, partial factor and the type's own parameters."""
 
-    rope_type: str
+    rope_type: RopeType
     rope_theta: float
     partial_rotary_factor: float
-    params: Any
+    params: ScalingParams
+
+    @property
+    def scaling(self) -> ScalingType:
+        """The registry entry of this spec's type."""
+        return ROPE_TYPES[self.rope_type]
 
     def as_dict(self) -> dict[str, Any]:
         """Back to a ``rope_parameters`` mapping (explicit values only, lists for factor tuples)."""
@@ -456,13 +562,29 @@ def rotary_dim_of(spec: RopeSpec, head_dim: int) -> int:
     """The rotary dimension: ``int(head_dim * partial_rotary_factor)`` (``head_dim`` for proportional)."""
     if not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim <= 0:
         raise ValueError(f"head_dim must be a positive integer, got {head_dim!r}")
-    dim = head_dim if spec.rope_type == "proportional" else int(head_dim * spec.partial_rotary_factor)
+    dim = head_dim if spec.scaling.full_head else int(head_dim * spec.partial_rotary_factor)
     if dim < 2 or dim % 2:
         raise ValueError(
             f"rotary dimension must be even and >= 2, got {dim} (head_dim={head_dim}, "
             f"partial_rotary_factor={spec.partial_rotary_factor}); rotary pairs need an even dimension"
         )
     return dim
+
+
+def scaling_state(spec: RopeSpec, seq_len: int | None, max_position_embeddings: int | None) -> int | None:
+    """The length that stands for every length whose frequencies equal those at ``seq_len`` (``None``: static).
+
+    Pass it as ``seq_len=`` to :func:`rope_frequencies` to get that state's frequencies; two lengths with the
+    same state give the same tables (a cache key). Dynamic NTK: ``max(seq_len, max_position_embeddings)``;
+    LongRoPE: ``None`` up to the original length, ``original + 1`` past it; other types: ``None``.
+    """
+    return spec.scaling.state_length(spec.params, seq_len, max_position_embeddings)
+
+
+def unscaled_spec(spec: RopeSpec) -> RopeSpec:
+    """The same base and partial factor with the scaling removed (``default``, or ``proportional`` at factor 1)."""
+    rope_type = spec.scaling.unscaled
+    return RopeSpec(rope_type, spec.rope_theta, spec.partial_rotary_factor, ROPE_TYPES[rope_type].params())
 
 
 def rope_frequencies(

@@ -177,7 +177,8 @@ def test_learnable_frequencies_get_gradients():
         ({"kind": "ropee"}, "did you mean 'rope'"),
         ({"kind": "prope", "q": 1}, "valid options"),
         ({"kind": "yarn", "rope_parameters": {"factr": 2}}, "factr"),
-        ({"kind": "prope", "p": 2.0}, "0 <= p <= 1"),
+        ({"kind": "prope", "p": 2.0}, "0 < p <= 1"),
+        ({"kind": "prope", "p": 0.0}, "pe=.none."),
     ],
 )
 def test_bad_position_specs_raise_clear_errors(spec, match):

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from ropekit.hf.config import from_hf_config, load_config_file
-from ropekit.scaling import parse_rope_parameters, rope_frequencies
+from ropekit.scaling import parse_rope_parameters, rope_frequencies, unscaled_spec
 
 __all__ = ["frequency_table", "register"]
 
@@ -23,14 +23,7 @@ def frequency_table(config: dict[str, Any], *, seq_len: int | None = None) -> tu
     args = from_hf_config(config)
     spec = parse_rope_parameters(args["rope_parameters"])
     head_dim, max_pos = args["head_dim"], args["max_position_embeddings"]
-    base_params = {"rope_theta": spec.rope_theta, "partial_rotary_factor": spec.partial_rotary_factor}
-    if spec.rope_type == "proportional":
-        base_params = {
-            "rope_type": "proportional",
-            "rope_theta": spec.rope_theta,
-            "partial_rotary_factor": spec.partial_rotary_factor,
-        }
-    plain, _ = rope_frequencies(base_params, head_dim=head_dim)
+    plain, _ = rope_frequencies(unscaled_spec(spec), head_dim=head_dim)
     scaled, attention_factor = rope_frequencies(
         spec, head_dim=head_dim, max_position_embeddings=max_pos, seq_len=seq_len
     )

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from os import PathLike
 from typing import Any
 
-from ropekit.scaling import parse_rope_parameters
+from ropekit.scaling import ROPE_TYPE_ALIASES, ROPE_TYPES, accepts_key, parse_rope_parameters
 
 __all__ = ["from_hf_config", "load_config_file"]
 
@@ -53,7 +53,7 @@ _KNOWN_TOP_LEVEL = (
     "original_max_position_embeddings",
     "qk_rope_head_dim",
 )
-_TYPE_ALIASES = {"deepseek_yarn": "yarn", "su": "longrope"}
+_VENDOR_TYPES = ("deepseek_yarn", "su")  # rope_type names of vendor configs (see ROPE_TYPE_ALIASES)
 _PHI3_TYPES = ("phi3", "phimoe")  # transformers' Phi3Config maps "yarn" to "longrope" too
 _INTERLEAVED_TYPES = ("gptj", "codegen")
 _UNSUPPORTED_SWITCHES = {
@@ -107,8 +107,8 @@ def _normalise_type(params: dict[str, Any], model_type: Any) -> None:
     """Resolve ``type``/``rope_type`` vendor aliases in place."""
     for key in ("rope_type", "type"):
         value = params.get(key)
-        if value in _TYPE_ALIASES:
-            params[key] = _TYPE_ALIASES[value]
+        if value in _VENDOR_TYPES:
+            params[key] = ROPE_TYPE_ALIASES[value]
         elif value == "yarn" and model_type in _PHI3_TYPES:
             params[key] = "longrope"
     has_type = "rope_type" in params or "type" in params
@@ -195,7 +195,7 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
                 break
     rope_type = params.get("rope_type", params.get("type", "default"))
     original = get("original_max_position_embeddings")
-    if rope_type in ("yarn", "longrope", "llama3") and _present(original):
+    if rope_type in ROPE_TYPES and accepts_key(rope_type, "original_max_position_embeddings") and _present(original):
         inner = params.get("original_max_position_embeddings")
         if inner is not None and inner != original:
             raise ValueError(

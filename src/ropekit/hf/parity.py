@@ -145,8 +145,8 @@ def transformers_frequencies(
         rope_parameters=copy.deepcopy(params),
     )
     rope_type = params.get("rope_type", "default")
-    if rope_type == "default":
-        # GPT-NeoX's default honours partial_rotary_factor (Llama's ignores it)
+    if rope_type not in ROPE_INIT_FUNCTIONS:
+        # transformers 5 computes default RoPE in each model class; GPT-NeoX's honours partial_rotary_factor
         neox = transformers.models.gpt_neox.modeling_gpt_neox.GPTNeoXRotaryEmbedding
         return neox.compute_default_rope_parameters(config)
     return ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"), seq_len=seq_len)

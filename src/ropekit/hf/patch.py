@@ -143,7 +143,7 @@ class RopekitRotary(nn.Module):
         """The length whose scaling state is used for a call whose largest position is ``seq_len - 1``."""
         key = layer_type or "default"
         rope = self.rope(layer_type)
-        if self.mode == "current" or rope.spec.rope_type != "dynamic":
+        if self.mode == "current" or rope.spec.scaling.length_state != "grows":
             return seq_len
         # transformers' dynamic_rope_update: grow the high-water mark, reset it below the original length
         original = rope.max_position_embeddings or 0

@@ -33,7 +33,7 @@ from torch import nn
 
 from ropekit.functional import apply_rotary_qk, rope_cos_sin
 from ropekit.modules import RotaryEmbedding, sinusoidal_table
-from ropekit.scaling import rope_frequencies
+from ropekit.scaling import ROPE_TYPE_ALIASES, ROPE_TYPES, canonical_rope_type, rope_frequencies
 
 __all__ = [
     "POSITION_ENCODINGS",
@@ -49,14 +49,10 @@ __all__ = [
 ]
 
 POSITION_ENCODINGS: dict[str, type[PositionEncoding]] = {}
-# --pe aliases for RoPE scaling variants: the alias becomes ``rope`` with this ``rope_type``
-ROPE_ALIASES = {
-    "pi": "linear",
-    "ntk": "ntk",
-    "dynamic": "dynamic",
-    "yarn": "yarn",
-    "llama3": "llama3",
-    "longrope": "longrope",
+# Kinds that name a RoPE scaling type (``"yarn"``, ``"pi"``, ...): the kind becomes ``rope`` with that
+# ``rope_type``. Derived from ropekit.scaling's registry and alias table, the one list of scaling names.
+ROPE_ALIASES: dict[str, str] = {
+    name: canonical_rope_type(name) for name in (*ROPE_TYPES, *ROPE_TYPE_ALIASES) if name not in ("rope", "default")
 }
 
 
@@ -251,24 +247,27 @@ class _TableRotary(PositionEncoding):
 
 
 @register_position_encoding("prope")
-class PRoPE(_TableRotary):
+class PRoPE(RoPE):
     """p-RoPE (Barbero et al. 2024): only the highest-frequency fraction ``p`` of pairs rotates; the rest get
-    frequency 0 (identity). ``p=1`` is RoPE, ``p=0`` is NoPE."""
+    frequency 0 (identity). ``p=1`` is RoPE; for ``p=0`` (no rotation at all) use ``pe="none"``.
 
-    inv_freq: torch.Tensor
+    This is the ``proportional`` scaling type (Gemma) with ``partial_rotary_factor=p``: pairs
+    ``j < floor(p * head_dim / 2)`` keep RoPE's frequency over the whole head, the others are 0.
+    """
 
     def __init__(self, dims: Dims, p: float = 0.75, rope_theta: float = 10_000.0, interleaved: bool = False) -> None:
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p-RoPE needs 0 <= p <= 1 (fraction of pairs that rotate), got p={p}")
-        inv_freq, _ = rope_frequencies({"rope_type": "default", "rope_theta": rope_theta}, head_dim=dims.head_dim)
-        keep = round(p * inv_freq.numel())  # inv_freq is decreasing: the first `keep` are the highest
-        inv_freq[keep:] = 0.0
-        self.p, self.interleaved = p, interleaved
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        if not (isinstance(p, (int, float)) and 0.0 < p <= 1.0):
+            raise ValueError(
+                f"p-RoPE needs 0 < p <= 1 (fraction of pairs that rotate), got p={p!r}; p=0 is pe='none'"
+            )
+        params = {"rope_type": "proportional", "partial_rotary_factor": float(p), "rope_theta": rope_theta}
+        super().__init__(dims, params, interleaved=interleaved)
+        self.p = p
 
-    def angles_cos_sin(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return rope_cos_sin(self.inv_freq, pos)
+    @property
+    def inv_freq(self) -> torch.Tensor:
+        """``[head_dim/2]``: RoPE's frequencies for the rotating pairs, 0 for the others."""
+        return self.rotary.inv_freq
 
 
 @register_position_encoding("xpos")
