@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' $(TORCH_PIN)
 	@touch $(STAMP)
 
+# ruff over every source folder, then mypy (strict on the core; see [tool.mypy] in pyproject.toml)
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q -n 2

@@ -137,8 +137,8 @@ def test_sinusoidal_is_vaswani():
     torch.testing.assert_close(SinusoidalPositionalEncoding(16)(x[:, :10], 40), pe[40:].expand(2, 10, 16))
 
 
-def test_seed_document_snippet_is_not_vaswani():
-    """Seed 001's `positional_encoding` multiplies positions by 2i/d instead of dividing by 10000^(2i/d),
+def test_tutorial_snippet_is_not_vaswani():
+    """A common tutorial `positional_encoding` bug: it multiplies positions by 2i/d instead of dividing by 10000^(2i/d),
     strides i by 2 over d/2 and concatenates sin/cos: a [1, L, d/2] table, not Vaswani's [L, d]."""
     length, d = 64, 16
     positions = torch.arange(0, length, dtype=torch.float).unsqueeze(-1)

@@ -1,4 +1,4 @@
-"""The three textbook forms agree, and the rotation's theorems hold (REFERENCE.md section 1)."""
+"""The three textbook forms agree, and the rotation's theorems hold (Su et al. 2021, RoFormer)."""
 
 import pytest
 import torch

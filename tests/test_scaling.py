@@ -1,4 +1,4 @@
-"""Scaling identities of REFERENCE.md section 2, formulas of each type, and the registry's contract."""
+"""Scaling identities (docs/conventions.md), formulas of each type, and the registry's contract."""
 
 import dataclasses
 import math
@@ -50,7 +50,7 @@ def test_dynamic_below_original_length_is_default(seq_len):
 
 
 def test_dynamic_factor_one_above_L():
-    """REFERENCE.md says every variant with factor 1 equals default; transformers' dynamic formula
+    """One might expect every variant with factor 1 to equal default; transformers' dynamic formula
     base * (factor * l / L - (factor - 1)) ** (d / (d - 2)) gives base * (l / L) ** (d / (d - 2)) for factor 1,
     so that identity holds for dynamic only up to L (the primary source wins; we follow it)."""
     inv, _ = rope_frequencies(

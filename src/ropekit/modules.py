@@ -102,7 +102,7 @@ class RotaryEmbedding(nn.Module):
             and self.cos_table.dtype == torch.float32
             and self.cos_table.device == self.inv_freq.device
         )
-        if fresh and needed <= key[0]:
+        if key is not None and fresh and needed <= key[0]:
             return
         length = key[0] if key is not None else needed
         if needed > length:

@@ -440,8 +440,9 @@ ROPE_TYPE_LABELS: dict[RopeType, str] = {name: entry.label for name, entry in RO
 
 def canonical_rope_type(name: str) -> RopeType:
     """The rope_type a name or alias stands for (``"pi"`` -> ``"linear"``); ``ValueError`` for an unknown name."""
-    if name in ROPE_TYPES:
-        return name  # type: ignore[return-value]  # narrowed by the membership test
+    for rope_type in ROPE_TYPES:
+        if name == rope_type:
+            return rope_type
     if name in ROPE_TYPE_ALIASES:
         return ROPE_TYPE_ALIASES[name]
     known = [*ROPE_TYPES, *ROPE_TYPE_ALIASES]

@@ -11,7 +11,7 @@ BASE = {"hidden_size": 64, "num_attention_heads": 4}
 
 
 def _yarn_formula(dim, base, factor, original, beta_fast, beta_slow, truncate):
-    """YaRN frequencies written out from the paper / REFERENCE.md section 2, in float64."""
+    """YaRN frequencies written out from the paper (Peng et al. 2023) and transformers' formula, in float64."""
     inv = [base ** (-2 * i / dim) for i in range(dim // 2)]
 
     def corr(rot):

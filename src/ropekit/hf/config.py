@@ -1,6 +1,6 @@
 """Reading the rotary settings of a Hugging Face model config, without importing transformers.
 
-Accepted shapes (REFERENCE.md section 2):
+Accepted shapes (transformers 5.x ``modeling_rope_utils`` and the v4 configs before it; docs/hf.md):
 
 * transformers v5: ``rope_parameters`` (a flat mapping, or nested per layer type as in Gemma; pick one
   with ``layer_type=``);

@@ -148,7 +148,7 @@ def transformers_frequencies(
     if rope_type not in ROPE_INIT_FUNCTIONS:
         # transformers 5 computes default RoPE in each model class; GPT-NeoX's honours partial_rotary_factor
         neox = transformers.models.gpt_neox.modeling_gpt_neox.GPTNeoXRotaryEmbedding
-        return neox.compute_default_rope_parameters(config)
+        return neox.compute_default_rope_parameters(config)  # type: ignore[arg-type]  # reads only rope keys
     return ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"), seq_len=seq_len)
 
 

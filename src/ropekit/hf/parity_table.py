@@ -28,7 +28,7 @@ def _runs(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torc
     from transformers import DynamicCache
 
     full = model(ids).logits
-    cache = DynamicCache(config=model.config)
+    cache = DynamicCache(config=model.config)  # type: ignore[arg-type]  # nn.Module's __getattr__ hides the type
     out = model(ids[:, :PREFILL], past_key_values=cache, use_cache=True)
     steps = []
     for t in range(PREFILL, PREFILL + DECODE):

@@ -137,7 +137,9 @@ class RopekitRotary(nn.Module):
         key = layer_type or "default"
         if key not in self.ropes:
             raise KeyError(f"no rotary embedding for layer_type {layer_type!r}; have {sorted(self.ropes)}")
-        return self.ropes[key]
+        rope = self.ropes[key]
+        assert isinstance(rope, RotaryEmbedding)  # nn.ModuleDict is typed by Module
+        return rope
 
     def state_length(self, seq_len: int, layer_type: str | None = None) -> int:
         """The length whose scaling state is used for a call whose largest position is ``seq_len - 1``."""

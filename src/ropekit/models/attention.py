@@ -100,7 +100,7 @@ class Attention(nn.Module):
         if self.cross:
             if memory is None:
                 raise ValueError("cross-attention needs the encoder output: pass memory=[B, S, C]")
-            if cache is not None and cache.cross_k is not None:
+            if cache is not None and cache.cross_k is not None and cache.cross_v is not None:
                 k, v = cache.cross_k, cache.cross_v
             else:
                 k = self._heads(self.k_proj(memory), self.n_kv_heads)  # [B, Hk, S, D]
@@ -116,7 +116,7 @@ class Attention(nn.Module):
             past = 0 if cache is None or cache.k is None else cache.k.shape[-2]
             q_pos = positions_tensor(positions, T, x.device).expand(B, T)  # [B, T]
             if cache is not None:
-                if cache.k is not None:
+                if cache.k is not None and cache.v is not None and cache.positions is not None:
                     k, v = torch.cat((cache.k, k), dim=-2), torch.cat((cache.v, v), dim=-2)  # [B, Hk, Tk, D]
                     k_pos = torch.cat((cache.positions, q_pos), dim=-1)  # [B, Tk]
                 else:

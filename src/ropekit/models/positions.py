@@ -328,7 +328,7 @@ class LearnedFrequencies(_TableRotary):
 
 @register_position_encoding("receptive")
 class ReceptiveField(_TableRotary):
-    """Receptive-field RoPE (seed 004): ``theta*_j = alpha / 10000^rho + (1 - alpha) * theta_j``.
+    """Receptive-field RoPE (docs/training.md): ``theta*_j = alpha / 10000^rho + (1 - alpha) * theta_j``.
 
     ``alpha`` is learned through a sigmoid (stays in (0, 1)); ``rho`` is learned when ``learn_rho``. The extra
     shared frequency ``phi = alpha / 10000^rho`` modulates every pair: large ``phi`` concentrates attention near
