@@ -194,3 +194,48 @@ def test_registry_answers_what_callers_need():
     with pytest.raises(ValueError, match="did you mean 'yarn'"):
         canonical_rope_type("yarnn")
     assert set(ROPE_TYPE_LABELS) == set(ROPE_TYPES)
+
+
+def test_ntk_alpha_is_hunyuans_static_base():
+    """{"rope_type": "dynamic", "alpha": a}: base theta * a ** (d / (d - 2)), static (transformers' HunYuan)."""
+    d, theta, alpha = 128, 10_000.0, 1000.0
+    base = theta * alpha ** (d / (d - 2))
+    expected = 1.0 / base ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+    real = {"alpha": alpha, "factor": 1.0, "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0,
+            "type": "dynamic", "rope_theta": theta}  # Hunyuan-A13B's rope_scaling
+    for params in (real, {"rope_type": "dynamic", "alpha": alpha, "rope_theta": theta}):
+        spec = parse_rope_parameters(params)
+        assert spec.rope_type == "ntk" and not depends_on_length(spec.rope_type)
+        inv, af = rope_frequencies(spec, head_dim=d)
+        assert af == 1.0 and torch.allclose(inv.double(), expected, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match=r"'factor'=2\.0 beside 'alpha'"):
+        parse_rope_parameters({"rope_type": "dynamic", "alpha": 1000.0, "factor": 2.0})
+
+
+def test_resonance_rounds_wavelengths_and_composes_with_yarn():
+    """Resonance RoPE (Wang et al. 2024): integer wavelengths, so each pair repeats after a whole number of tokens."""
+    from ropekit.scaling import resonance_frequencies
+
+    for params in ({"resonance": True}, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+                                         "resonance": True}):
+        inv, _ = rope_frequencies(params, head_dim=32, max_position_embeddings=256)
+        plain, _ = rope_frequencies({k: v for k, v in params.items() if k != "resonance"}, head_dim=32,
+                                    max_position_embeddings=256)
+        wavelengths = 2 * math.pi / inv.double()
+        expected = 2 * math.pi / torch.round(2 * math.pi / plain.double())  # the paper's formula, in float64
+        assert torch.allclose(inv.double(), expected, rtol=1e-6, atol=0)
+        assert (wavelengths - wavelengths.round()).abs().max() < 1e-3 * wavelengths.max()
+        cos, _ = rope_cos_sin(inv, torch.arange(0, 400))
+        lam = int(wavelengths[3].round())  # pair 3 repeats after lam tokens
+        assert torch.allclose(cos[lam:, 3], cos[:-lam, 3], atol=1e-5)
+        assert parse_rope_parameters(params).as_dict()["resonance"] is True
+    zero = resonance_frequencies(torch.tensor([1.0, 0.0]))
+    assert zero[1] == 0 and abs(float(zero[0]) - 2 * math.pi / 6) < 1e-7
+    with pytest.raises(ValueError, match="'resonance'"):
+        parse_rope_parameters({"resonance": "yes"})
+
+
+@pytest.mark.parametrize("rope_type", ["mllama4", "xdrope", "deepseek_llama_scaling", "dual_chunk"])
+def test_types_of_other_engines_are_refused_by_name(rope_type):
+    with pytest.raises(ValueError, match=f"rope_type '{rope_type}' is"):
+        parse_rope_parameters({"rope_type": rope_type})

@@ -39,6 +39,7 @@ __all__ = [
     "canonical_rope_type",
     "depends_on_length",
     "parse_rope_parameters",
+    "resonance_frequencies",
     "rope_frequencies",
     "rotary_dim_of",
     "scaling_state",
@@ -49,7 +50,25 @@ __all__ = [
 RopeType = Literal["default", "linear", "ntk", "dynamic", "yarn", "longrope", "llama3", "proportional"]
 
 DEFAULT_THETA = 10_000.0
-COMMON_KEYS = ("rope_type", "rope_theta", "partial_rotary_factor")
+COMMON_KEYS = ("rope_type", "rope_theta", "partial_rotary_factor", "resonance")
+
+# NTK-alpha: Hunyuan configs say {"rope_type": "dynamic", "alpha": a} for a STATIC NTK base
+# ``theta * a ** (dim / (dim - 2))`` (transformers' HunYuan models and vLLM's DynamicNTKAlphaRotaryEmbedding both read
+# it so): ropekit's ``ntk`` with ``factor=a``. Real checkpoints carry ``factor: 1.0`` and YaRN's keys at no-op values
+# beside it (Hunyuan-A13B: beta_fast 32, beta_slow 1, mscale 1, mscale_all_dim 1); those are accepted and dropped
+# only at those values, where they cannot change the rotation.
+_NTK_ALPHA_NOOPS = {"factor": 1.0, "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}
+
+# rope_type names that vLLM or transformers read from real configs and that ropekit does not implement as 1-D
+# scaling types: refused with what they are and where to go instead (from vLLM's ``get_rope``, 2025-26).
+_NOT_1D_TYPES = {
+    "mllama4": "Llama 4's vision rotary embedding over 2-D patch positions; use ropekit.nd.AxialRotaryEmbedding",
+    "xdrope": "Hunyuan's XD-RoPE (NTK-alpha base with per-axis 'xdrope_section' pairs, like M-RoPE); use "
+    "ropekit.nd.MRotaryEmbedding for the sections and rope_type 'ntk' with factor=alpha for the base",
+    "deepseek_llama_scaling": "a DeepSeek remote-code variant that ropekit does not reproduce; convert the config "
+    "to rope_type 'yarn' with mscale/mscale_all_dim only if its formula is YaRN's",
+    "dual_chunk": "Qwen's dual-chunk attention changes attention itself, not the rotation; not supported",
+}
 
 
 # ----------------------------------------------------------------------------- shared context
@@ -480,6 +499,7 @@ class RopeSpec:
     rope_theta: float
     partial_rotary_factor: float
     params: ScalingParams
+    resonance: bool = False
 
     @property
     def scaling(self) -> ScalingType:
@@ -491,6 +511,8 @@ class RopeSpec:
         out: dict[str, Any] = {"rope_type": self.rope_type, "rope_theta": self.rope_theta}
         if self.partial_rotary_factor != 1.0:
             out["partial_rotary_factor"] = self.partial_rotary_factor
+        if self.resonance:
+            out["resonance"] = True
         for f in dataclasses.fields(self.params):
             value = getattr(self.params, f.name)
             if value is not None and value != f.default:
@@ -523,6 +545,17 @@ def parse_rope_parameters(params: Mapping[str, Any] | None) -> RopeSpec:
             "pairs by (t, h, w) positions, not 1-D ones; use ropekit.nd.MRotaryEmbedding(head_dim, rope_parameters) "
             "(it splits off 'mrope_section' and checks the rest here), or ropekit.nd.split_mrope_parameters"
         )
+    if rope_type in _NOT_1D_TYPES:
+        raise ValueError(f"rope_type {rope_type!r} is {_NOT_1D_TYPES[rope_type]}")
+    if rope_type == "dynamic" and "alpha" in params:  # NTK-alpha (see _NTK_ALPHA_NOOPS)
+        for key, noop in _NTK_ALPHA_NOOPS.items():
+            if key in params and params[key] != noop:
+                raise ValueError(
+                    f"rope parameter {key!r}={params[key]!r} beside 'alpha': with 'alpha' (NTK-alpha, a static base "
+                    f"theta * alpha ** (dim / (dim - 2))) only {key}={noop} is accepted; drop 'alpha' for dynamic NTK"
+                )
+            params.pop(key, None)
+        rope_type, params["factor"] = "ntk", params.pop("alpha")
     if rope_type not in ROPE_TYPES:
         raise ValueError(
             f"unknown rope_type {rope_type!r}; expected one of {sorted(ROPE_TYPES)}"
@@ -536,6 +569,8 @@ def parse_rope_parameters(params: Mapping[str, Any] | None) -> RopeSpec:
         "partial_rotary_factor",
         f"must be in (0, 1], got {partial!r}",
     )
+    resonance = params.pop("resonance", False)
+    _require(isinstance(resonance, bool), "resonance", f"must be true or false, got {resonance!r}")
     entry = ROPE_TYPES[rope_type]
     own = {f.name for f in dataclasses.fields(entry.params)}
     for key in params:
@@ -556,7 +591,7 @@ def parse_rope_parameters(params: Mapping[str, Any] | None) -> RopeSpec:
     if missing:
         raise ValueError(f"rope_type {rope_type!r} is missing required parameter(s) {missing}")
     clean = {k: v for k, v in params.items() if v is not None}
-    return RopeSpec(rope_type, float(theta), float(partial), entry.params(**clean))
+    return RopeSpec(rope_type, float(theta), float(partial), entry.params(**clean), resonance)
 
 
 def rotary_dim_of(spec: RopeSpec, head_dim: int) -> int:
@@ -615,4 +650,15 @@ def rope_frequencies(
     dim = rotary_dim_of(spec, head_dim)
     ctx = _Context(dim, head_dim, spec.rope_theta, max_position_embeddings, seq_len, spec.partial_rotary_factor)
     inv_freq, attention_factor = ROPE_TYPES[spec.rope_type].fn(spec.params, ctx)
+    if spec.resonance:
+        inv_freq = resonance_frequencies(inv_freq)
     return inv_freq.to(torch.float32), float(attention_factor)
+
+
+def resonance_frequencies(inv_freq: torch.Tensor) -> torch.Tensor:
+    """Resonance RoPE (Wang et al. 2024, arXiv:2403.00071): every wavelength ``2 pi / inv_freq`` rounded to the
+    nearest integer, so each pair's rotation repeats exactly every whole number of tokens. Applied after any
+    scaling type (Resonance YaRN = YaRN's frequencies, then rounded); zero frequencies stay zero. ``[r]``."""
+    safe = torch.where(inv_freq > 0, inv_freq, torch.ones_like(inv_freq))
+    wavelength = torch.round(2 * math.pi / safe).clamp_min(1.0)
+    return torch.where(inv_freq > 0, 2 * math.pi / wavelength, inv_freq)

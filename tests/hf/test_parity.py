@@ -35,3 +35,21 @@ def test_parity_detects_a_difference():
 
     ours, _ = rope_frequencies(off_by_factor[0][0], head_dim=64)
     assert ((ours - theirs).abs() / theirs).max() > 2e-6
+
+
+def test_ntk_alpha_matches_transformers_hunyuan():
+    """Hunyuan's {"type": "dynamic", "alpha": 1000} against transformers' own HunYuan rotary init."""
+    import torch
+    from transformers.models.hunyuan_v1_dense import modeling_hunyuan_v1_dense as hy
+
+    from ropekit import from_hf_config, rope_frequencies
+
+    config = hy.HunYuanDenseV1Config(
+        hidden_size=256, num_attention_heads=2, head_dim=128, max_position_embeddings=4096,
+        rope_parameters={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0, "rope_theta": 10000.0},
+    )
+    theirs = hy.HunYuanDenseV1RotaryEmbedding(config).inv_freq
+    args = from_hf_config(config)
+    ours, af = rope_frequencies(args["rope_parameters"], head_dim=args["head_dim"])
+    assert af == 1.0 and ((ours - theirs).abs() / theirs).max() < 2e-6
+    assert torch.equal(ours, rope_frequencies({"rope_type": "ntk", "factor": 1000.0}, head_dim=128)[0])
