@@ -33,6 +33,7 @@ FAMILIES: dict[str, str] = {
     "gemma3": "gemma3_text",
     "deepseek_v3": "deepseek_v3",
     "gpt_oss": "gpt_oss",
+    "smollm3": "smollm3",
 }
 _PARTIAL = {"gpt_neox": 0.25}  # GPT-NeoX's rotary_pct default (Pythia)
 
@@ -156,6 +157,8 @@ def tiny_model(
         kwargs.update(**mla, **moe, num_key_value_heads=4, moe_intermediate_size=32)
         kwargs.pop("head_dim")
         params, override = _for_rotary_dim(case, 8, params, override)
+    if family == "smollm3":  # NoPE layers by index (SmolLM3): layer 0 rotates, layer 1 does not
+        kwargs.update(no_rope_layers=[1, 0][:layers])
     if family == "gpt_oss":  # tables of width r (no duplicated halves); 2 experts, alternating sliding layers
         kwargs.update(num_local_experts=2, num_experts_per_tok=1, sliding_window=16)
     try:
