@@ -77,7 +77,8 @@ def _write(tmp_path, family):
 def test_convert_layout_command_round_trip(tmp_path, family, capsys):
     sd, ckpt, cfg = _write(tmp_path, family)
     out = tmp_path / "inter.safetensors"
-    assert main(["convert-layout", str(ckpt), "--config", str(cfg), "--to", "interleaved", "--from", "half", "-o", str(out)]) == 0
+    flags = ["--config", str(cfg), "--to", "interleaved", "--from", "half", "-o", str(out)]
+    assert main(["convert-layout", str(ckpt), *flags]) == 0
     assert "converted" in capsys.readouterr().out
     inter = load_file(str(out))
     changed = [k for k in sd if not torch.equal(sd[k], inter[k])]
