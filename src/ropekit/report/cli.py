@@ -36,6 +36,11 @@ def _report(args: argparse.Namespace) -> int:
     only = [s for s in (args.only or "").split(",") if s] or None
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    from ropekit.experiments import experiment_names
+
+    unknown = sorted(set(only or []) - set(experiment_names()))
+    if unknown:
+        raise ValueError(f"--only names unknown experiment(s) {unknown}; choose from {experiment_names()}")
     claim_report_folder(args.out, overwrite=args.overwrite)
     path = build_report(args.out, preset=args.preset, seed=args.seed, only=only, workers=args.workers, force=args.force)
     sections = json.loads((path.parent / "report.json").read_text())["sections"]

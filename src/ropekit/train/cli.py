@@ -300,6 +300,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from ropekit.models import ModelConfig
     from ropekit.train.loop import TrainConfig, train
 
+    if args.tokenizer == "byte" and args.bpe_vocab_size is not None:
+        raise ValueError("--bpe-vocab-size needs --tokenizer bpe")
     if args.n_kv_heads is not None and args.n_heads % args.n_kv_heads:
         raise ValueError(f"--n-kv-heads {args.n_kv_heads} must divide --n-heads {args.n_heads}")
     if args.d_model % args.n_heads:
@@ -323,8 +325,6 @@ def _run_train(args: argparse.Namespace) -> int:
     from ropekit.models.positions import build_position_encoding
 
     build_position_encoding(model_cfg.pe, model_cfg.dims())  # its options are checked before anything is written
-    _claim_out(args)
-    task = _task_for(args)
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -338,6 +338,8 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
     )
+    _claim_out(args)  # every flag checked: only now is anything written
+    task = _task_for(args)
     res = train(
         model_cfg,
         task,
