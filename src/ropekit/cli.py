@@ -49,9 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="ropekit", description="Rotary position embeddings: checks, tables, experiments."
-    )
+    parser = _Parser(prog="ropekit", description="Rotary position embeddings: checks, tables, experiments.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
