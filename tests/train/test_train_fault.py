@@ -3,10 +3,12 @@ nothing of the user's (or of the run) was lost. Tiny models, two to six steps.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 from ropekit.cli import main
 from ropekit.fileio import MARKER, read_marker
@@ -107,3 +109,22 @@ def test_contradicting_flags(tmp_path, capsys, flags):
     assert train(tmp_path / "r", "--steps", "1") == 0
     assert train(tmp_path / "r", "--steps", "1", *flags) == 2
     assert "contradict" in capsys.readouterr().err
+
+
+def test_a_run_written_before_markers_is_adopted_and_resumes(tmp_path, capsys):
+    out = tmp_path / "old"
+    assert train(out, "--steps", "4", "--stop-after", "2") == 0
+    (out / MARKER).unlink()  # as written by an earlier ropekit: no marker, no run ids
+    for state_file in (out / "ckpt").glob("*/state.json"):
+        state = {k: v for k, v in json.loads(state_file.read_text()).items() if k != "run_id"}
+        for name in state["sha256"]:
+            path = state_file.parent / name
+            save_file(load_file(str(path)), str(path))  # no ropekit_run_id in the metadata
+            state["sha256"][name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        state_file.write_text(json.dumps(state))
+    (out / ".config.json.abc123.tmp").write_text("a killed writer's temporary")
+    assert train(out, "--steps", "4", "--resume") == 0
+    assert read_marker(out)["adopted"] is True and steps(out) == ["step-000002", "step-000004"]
+    assert not (out / ".config.json.abc123.tmp").exists()
+    capsys.readouterr()
+    assert main(["eval", str(out), "--eval-windows", "2"]) == 0

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ropekit.fileio import atomic_write, claim_output_folder, fsync_dir, run_id_of
+from ropekit.fileio import atomic_write, claim_output_folder, fsync_dir, read_marker, run_id_of
 from ropekit.models.io import RUN_ID_KEY, CheckpointError, atomic_save_tensors, check_run_file, read_json, read_tensors
 
 __all__ = [
@@ -128,6 +128,9 @@ def save_checkpoint(
     for p in ckpt.iterdir():
         if ".tmp" in p.name and p.is_dir():  # a writer killed mid-save (this process writes only its own)
             shutil.rmtree(p, ignore_errors=True)
+    for p in out.iterdir():  # atomic_write's temporaries (".config.json.<random>.tmp") of a killed writer
+        if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+            p.unlink(missing_ok=True)
     name = f"step-{step:06d}"
     final = ckpt / name
     tmp = ckpt / f"{name}.tmp{os.getpid()}"
@@ -216,7 +219,9 @@ def load_checkpoint(
     folder = Path(folder)
     state = read_json(folder / "state.json")
     run = folder.parent.parent
-    if run_id_of(run) is not None and state.get("run_id") != run_id_of(run):
+    marker = read_marker(run) or {}
+    legacy = state.get("run_id") is None and marker.get("adopted")  # written before run ids existed
+    if run_id_of(run) is not None and state.get("run_id") != run_id_of(run) and not legacy:
         raise CheckpointError(
             f"checkpoint {folder} belongs to run {state.get('run_id')}, not to the run in {run} "
             f"({run_id_of(run)}); it is left over from an earlier run: start afresh with --overwrite"
