@@ -186,7 +186,7 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
     for key, value in (("rope_parameters", params_v5), ("rope_scaling", scaling_v4)):
         if _present(value) and not isinstance(value, Mapping):
             raise ValueError(
-                f"config {key!r} must be an object like {{\"rope_type\": \"linear\", \"factor\": 2.0}}, "
+                f'config {key!r} must be an object like {{"rope_type": "linear", "factor": 2.0}}, '
                 f"got {type(value).__name__} {value!r}"
             )
     if _present(params_v5) and _present(scaling_v4) and dict(params_v5) != dict(scaling_v4):
