@@ -110,6 +110,7 @@ CASES = [
     ("out holds user files", [*train(), "--out", "{tmp}/user"], "--out {tmp}/user is not empty"),
     ("out user files overwrite", [*train("--overwrite"), "--out", "{tmp}/user"], "only replaces ropekit's own"),
     ("out of another command", [*train(), "--out", "{tmp}/report"], "holds the output of `ropekit report`"),
+    ("out under a file", [*train(), "--out", "{tmp}/a_file/run"], "--out {tmp}/a_file/run cannot be created"),
     ("resume nothing", train("--resume"), "nothing to resume: --out {tmp}/run does not exist"),
     ("resume user folder", [*train("--resume"), "--out", "{tmp}/user"], "--out {tmp}/user is not empty"),
     # eval / generate
@@ -123,6 +124,8 @@ CASES = [
     ("eval split train", ["eval", "{tmp}/user", "--split", "train"], "--split"),
     ("eval rope-factor", ["eval", "{tmp}/user", "--rope-factor", "0"], "--rope-factor"),
     ("generate missing run", ["generate", "{tmp}/missing"], "does not exist"),
+    ("generate a file", ["generate", "{tmp}/a_file"], "is not a folder"),
+    ("eval broken latest", ["eval", "{tmp}/broken"], "no intact checkpoint"),
     ("generate max-new-tokens", ["generate", "{tmp}/user", "--max-new-tokens", "-1"], "--max-new-tokens"),
     ("generate temperature", ["generate", "{tmp}/user", "--temperature", "-1"], "--temperature"),
     ("generate top-k", ["generate", "{tmp}/user", "--top-k", "0"], "--top-k"),
@@ -155,6 +158,7 @@ CASES = [
     ("report out a file", ["report", "--out", "{tmp}/a_file"], "--out {tmp}/a_file is a file"),
     ("report out user files", ["report", "--out", "{tmp}/site"], "--out {tmp}/site is not empty"),
     ("report out a train run", ["report", "--out", "{tmp}/trainrun"], "holds the output of `ropekit train`"),
+    ("report out under a file", ["report", "--out", "{tmp}/a_file/r"], "--out {tmp}/a_file/r cannot be created"),
     ("report preset", ["report", "--preset", "huge"], "--preset"),
     ("report only unknown", ["report", "--out", "{tmp}/r2", "--only", "nonsense"], "nonsense"),
     ("report seed", ["report", "--seed", "x"], "--seed"),
@@ -186,6 +190,9 @@ def area(tmp_path_factory) -> Path:
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps(ModelConfig(d_model=16, n_heads=2, n_layers=1).to_dict()))
     (bad / "model.safetensors").write_bytes(b"\x80\x04\x95" + b"\x00" * 64)
+    broken = tmp / "broken"
+    (broken / "ckpt" / "step-000002").mkdir(parents=True)
+    (broken / "latest.json").write_text('{"step": 2}')  # no path: a damaged pointer, and no intact checkpoint
     g = torch.Generator().manual_seed(0)
     qk = {
         "model.layers.0.self_attn.q_proj.weight": torch.randn(32, 32, generator=g),

@@ -381,7 +381,9 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     run = Path(args.run)
     meta_file = run / "config.json" if (run / "config.json").exists() else run / "state.json"
     if not meta_file.exists() and (run / "latest.json").exists():
-        meta_file = run / read_json(run / "latest.json")["path"] / "state.json"
+        from ropekit.train.checkpoint import latest_checkpoint
+
+        meta_file = (latest_checkpoint(run) or run) / "state.json"
     meta = read_json(meta_file) if meta_file.exists() else {}
     spec = _pe_spec(args, dict(model.config.pe))
     if spec != model.config.pe:  # e.g. a trained RoPE model evaluated with YaRN scaling: same weights
