@@ -77,3 +77,17 @@ def test_bad_model_input_names_the_argument(make, message):
     with pytest.raises(ValueError) as info:
         make()
     assert message in str(info.value)
+
+
+def test_save_model_never_overwrites_a_folder_it_did_not_write(tmp_path):
+    from ropekit.fileio import OutputFolderError
+    from ropekit.models import build_model, load_model, save_model
+
+    model = build_model(ModelConfig(d_model=16, n_heads=2, n_layers=1, max_len=8))
+    (tmp_path / "config.json").write_text('{"the": "user\'s"}')
+    with pytest.raises(OutputFolderError, match=r"folder .* is not empty"):
+        save_model(model, tmp_path)
+    assert (tmp_path / "config.json").read_text() == '{"the": "user\'s"}'
+    save_model(model, tmp_path / "m")
+    save_model(model, tmp_path / "m")  # its own folder: saved again
+    assert load_model(tmp_path / "m").config == model.config

@@ -140,9 +140,14 @@ def load_state_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], s
 
 
 def save_model(model: torch.nn.Module, folder: str | os.PathLike[str]) -> Path:
-    """Write ``folder/config.json`` and ``folder/model.safetensors`` for a model built by ``build_model``."""
+    """Write ``folder/config.json`` and ``folder/model.safetensors`` for a model built by ``build_model``.
+
+    ``folder`` must be absent, empty or an earlier ``save_model`` folder (:mod:`ropekit.fileio`): a folder holding
+    someone else's ``config.json`` raises :class:`ropekit.fileio.OutputFolderError` instead of overwriting it."""
+    from ropekit.fileio import claim_output_folder
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(folder, command="save_model", entries=("config.json", "model.safetensors"), flag="folder")
     atomic_save_tensors(model.state_dict(), folder / "model.safetensors")
     atomic_write_bytes(folder / "config.json", json.dumps(model.config.to_dict(), indent=2).encode())
     return folder
