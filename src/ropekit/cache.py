@@ -14,6 +14,9 @@ integer, ``keep: [K]`` integer indices into ``T``, ``r = rotary_dim / 2``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from ropekit.angles import check_positions, wrap_angles
@@ -97,11 +100,41 @@ def sink_window_keep(length: int, *, n_sink: int, window: int, device: torch.dev
     return torch.cat((torch.arange(n_sink, device=device), torch.arange(length - window, length, device=device)))
 
 
+def _keep_indices(keep: Any, T: int) -> torch.Tensor:
+    """``keep`` as sorted unique int64 indices ``[K]``: an index tensor or list, or a bool mask ``[T]``."""
+    if isinstance(keep, (list, tuple, range)):
+        if not all(isinstance(i, (int, bool)) for i in keep):
+            raise ValueError(f"keep must be a list of integer indices or bools, got {list(keep)[:8]!r}")
+        keep = torch.tensor(list(keep), dtype=torch.bool if keep and all(isinstance(i, bool) for i in keep) else None)
+        if keep.numel() == 0:
+            keep = keep.long()
+    if not isinstance(keep, torch.Tensor):
+        raise ValueError(f"keep must be a tensor [K] of indices, a list, or a bool mask [T]; got {type(keep).__name__}")
+    if keep.dtype == torch.bool:
+        if keep.shape != (T,):
+            raise ValueError(f"a bool keep mask must have the cache length [{T}], got {tuple(keep.shape)}")
+        return keep.nonzero().flatten()  # [K], ascending
+    if keep.is_floating_point() or keep.is_complex() or keep.dim() != 1:
+        raise ValueError(f"keep must be a 1-D integer index tensor [K], got {keep.dtype} {tuple(keep.shape)}")
+    keep = keep.long()
+    if keep.numel() and (int(keep.min()) < 0 or int(keep.max()) >= T):
+        raise ValueError(
+            f"keep indices must lie in [0, {T}) (the cache length), got [{int(keep.min())}, {int(keep.max())}]"
+        )
+    if keep.numel() > 1 and not bool((keep[1:] > keep[:-1]).all()):
+        what = "duplicates (a token cached twice)" if keep.unique().numel() < keep.numel() else "unsorted indices"
+        raise ValueError(
+            f"keep must be strictly increasing indices, got {what}: {keep[:8].tolist()}...; the kept tokens keep "
+            f"their order (pass keep.unique() to sort and deduplicate)"
+        )
+    return keep
+
+
 @torch.no_grad()
 def evict(
     k: torch.Tensor,
     v: torch.Tensor,
-    keep: torch.Tensor,
+    keep: torch.Tensor | Sequence[int] | Sequence[bool],
     rope: RotaryEmbedding,
     *,
     positions: torch.Tensor | int = 0,
@@ -110,6 +143,9 @@ def evict(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep tokens ``keep: [K]`` of the cache and give them contiguous positions ``0 .. K-1``.
 
+    ``keep``: strictly increasing indices (a tensor or a list), or a bool mask ``[T]``; unsorted or repeated
+    indices are refused (they would reorder the cache or cache a token twice).
+
     ``k, v: [B, H, T, D]`` -> ``[B, H, K, D]`` each; ``positions`` are the keys' current positions (an offset or
     ``[T]``). The kept keys are re-rotated (values are position-free), so the next token goes at position ``K``.
     For length-dependent types pass ``from_seq_len`` (old state) and ``to_seq_len`` (usually ``K + new tokens``).
@@ -117,13 +153,7 @@ def evict(
     if k.shape[:-1] != v.shape[:-1] or k.dim() != 4:
         raise ValueError(f"k and v must be [B, H, T, D] with equal B, H, T; got {tuple(k.shape)} and {tuple(v.shape)}")
     T = k.shape[-2]
-    if keep.is_floating_point() or keep.dim() != 1:
-        raise ValueError(f"keep must be a 1-D integer index tensor [K], got {keep.dtype} {tuple(keep.shape)}")
-    if keep.numel() and (int(keep.min()) < 0 or int(keep.max()) >= T):
-        raise ValueError(
-            f"keep indices must lie in [0, {T}) (the cache length), got [{int(keep.min())}, {int(keep.max())}]"
-        )
-    keep = keep.to(k.device)
+    keep = _keep_indices(keep, T).to(k.device)
     pos = _as_positions(positions, T, "positions", k.device)
     if pos.dim() != 1:
         raise ValueError("evict needs the same positions for every batch row: positions [T] or an int offset")

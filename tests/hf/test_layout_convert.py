@@ -77,7 +77,8 @@ def _write(tmp_path, family):
 def test_convert_layout_command_round_trip(tmp_path, family, capsys):
     sd, ckpt, cfg = _write(tmp_path, family)
     out = tmp_path / "inter.safetensors"
-    assert main(["convert-layout", str(ckpt), "--config", str(cfg), "--to", "interleaved", "-o", str(out)]) == 0
+    flags = ["--config", str(cfg), "--to", "interleaved", "--from", "half", "-o", str(out)]
+    assert main(["convert-layout", str(ckpt), *flags]) == 0
     assert "converted" in capsys.readouterr().out
     inter = load_file(str(out))
     changed = [k for k in sd if not torch.equal(sd[k], inter[k])]
@@ -106,5 +107,6 @@ def test_convert_layout_refuses_bad_inputs(tmp_path, capsys):
     assert main(["convert-layout", str(pickle), "--config", str(cfg), "--to", "half"]) == 2
     assert "never a pickle" in capsys.readouterr().err
     save_file({"embed.weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
-    assert main(["convert-layout", str(tmp_path / "other.safetensors"), "--config", str(cfg), "--to", "half"]) == 2
+    other = str(tmp_path / "other.safetensors")
+    assert main(["convert-layout", other, "--config", str(cfg), "--to", "half", "--from", "interleaved"]) == 2
     assert "no q/k projection" in capsys.readouterr().err

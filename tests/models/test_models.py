@@ -119,7 +119,7 @@ def test_corrupt_and_mismatched_checkpoints_give_clear_errors(tmp_path):
 
     with pytest.raises(CheckpointError, match="unexpected"):
         load_state_checked(model, read_tensors(tmp_path / "n" / "model.safetensors"), "n")
-    with pytest.raises(CheckpointError, match=r"neither config\.json"):
+    with pytest.raises(CheckpointError, match=r"missing is not a folder \(it does not exist\)"):
         load_model(tmp_path / "missing")
 
 

@@ -21,7 +21,9 @@ def stream(n: int = 4000, seed: int = 0) -> torch.Tensor:
 
 
 def lm_task(context_len: int = 16) -> LMTask:
-    return LMTask(stream(), stream(800, seed=1), context_len, V, eval_windows=8, source="synthetic")
+    return LMTask(
+        stream(), stream(800, seed=1), context_len=context_len, vocab_size=V, eval_windows=8, source="synthetic"
+    )
 
 
 def classify_task() -> ClassifyTask:
@@ -34,12 +36,19 @@ def classify_task() -> ClassifyTask:
         ids[torch.arange(16) >= lengths.unsqueeze(-1)] = V - 1
         return SimpleNamespace(ids=ids, lengths=lengths, labels=labels)
 
-    return ClassifyTask(split(128), split(32), V, 2, "synthetic", 16)
+    return ClassifyTask(split(128), split(32), vocab_size=V, n_classes=2, eval_split="synthetic", max_len=16)
 
 
 def reverse_task() -> ReverseTask:
     return ReverseTask(
-        stream(), stream(800, seed=1), V, pad_id=V - 3, bos_id=V - 2, eos_id=V - 1, max_span=10, eval_examples=16
+        stream(),
+        stream(800, seed=1),
+        vocab_size=V,
+        pad_id=V - 3,
+        bos_id=V - 2,
+        eos_id=V - 1,
+        max_span=10,
+        eval_examples=16,
     )
 
 

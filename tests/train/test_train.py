@@ -105,11 +105,12 @@ def test_resume_refuses_corrupt_or_mismatched_checkpoints(tmp_path):
         )
     with pytest.raises(CheckpointError, match="nothing to resume"):
         train(_tiny.model_cfg(), task, _tiny.train_cfg(), out_dir=tmp_path / "empty", resume=True, progress=False)
-    weights = latest_checkpoint(tmp_path / "r") / "optimizer.safetensors"
-    blob = bytearray(weights.read_bytes())
-    blob[-3] ^= 0xFF
-    weights.write_bytes(bytes(blob))
-    with pytest.raises(CheckpointError, match="corrupt"):
+    for step in sorted((tmp_path / "r" / "ckpt").iterdir()):  # every kept checkpoint damaged: nothing to resume
+        weights = step / "optimizer.safetensors"
+        blob = bytearray(weights.read_bytes())
+        blob[-3] ^= 0xFF
+        weights.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="no intact checkpoint"):
         train(_tiny.model_cfg(), task, _tiny.train_cfg(steps=6), out_dir=tmp_path / "r", resume=True, progress=False)
     assert not list((tmp_path / "r" / "ckpt").glob("*.tmp*"))  # atomic writes leave no temporaries
 

@@ -75,7 +75,7 @@ def _split_texts(split: str) -> list[str]:
 
 
 def test_bpe_sees_only_the_training_split(small_corpora, trained_texts):
-    task = LMTask.sotu(16, 4, BPE)
+    task = LMTask.sotu(16, eval_windows=4, tokenizer=BPE)
     assert len(trained_texts) == 1
     seen = trained_texts[0]
     train_texts, held_out = _split_texts("train"), _split_texts("validation") + _split_texts("test")
@@ -105,7 +105,7 @@ def test_bpe_training_is_deterministic(small_corpora):
 
 
 def test_loss_per_byte_counts_the_bytes_of_the_targets(small_corpora):
-    task = LMTask.sotu(16, 4, BPE)
+    task = LMTask.sotu(16, eval_windows=4, tokenizer=BPE)
     tt = task.tokenizer
     text = "Fellow-Citizens: naïve café, 東京 🎉"
     lengths = tt.eval_byte_lengths()  # [V]
@@ -162,8 +162,28 @@ def test_cli_bpe_run_saves_and_reuses_its_tokenizer(tmp_path, small_corpora, mon
 
 def test_missing_or_corrupt_tokenizer_file_is_a_clear_error(tmp_path, small_corpora, capsys):
     out = tmp_path / "s2s"
-    assert main(["train", "seq2seq", "--out", str(out), "--max-span", "10", "--steps", "2", "--eval-every", "2",
-                 "--tokenizer", "bpe", "--bpe-vocab-size", "300", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "seq2seq",
+                "--out",
+                str(out),
+                "--max-span",
+                "10",
+                "--steps",
+                "2",
+                "--eval-every",
+                "2",
+                "--tokenizer",
+                "bpe",
+                "--bpe-vocab-size",
+                "300",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     tok_file = out / "tokenizer.json"
     good = tok_file.read_bytes()
@@ -192,19 +212,46 @@ def test_missing_or_corrupt_tokenizer_file_is_a_clear_error(tmp_path, small_corp
 def test_resume_refuses_a_different_tokenizer(tmp_path, small_corpora):
     cfg = TrainConfig(steps=4, batch_size=4, warmup=1, eval_every=2, threads=1)
     mcfg = {"d_model": 32, "n_heads": 4, "n_layers": 1, "max_len": 16}
-    train(mcfg, LMTask.sotu(16, 4, BPE), cfg, out_dir=tmp_path / "r", progress=False, stop_after=2)
+    train(
+        mcfg, LMTask.sotu(16, eval_windows=4, tokenizer=BPE), cfg, out_dir=tmp_path / "r", progress=False, stop_after=2
+    )
     other = make_task_tokenizer(BPE, "sotu")
     other = tkz.TaskTokenizer(other.spec, tkz.train_bpe(_split_texts("train")[:5], 300), other.trained_on)
     with pytest.raises(CheckpointError, match=r"is not the run's tokenizer\.json"):
-        train(mcfg, LMTask.sotu(16, 4, other), cfg, out_dir=tmp_path / "r", progress=False, resume=True)
+        train(
+            mcfg,
+            LMTask.sotu(16, eval_windows=4, tokenizer=other),
+            cfg,
+            out_dir=tmp_path / "r",
+            progress=False,
+            resume=True,
+        )
 
 
 def test_byte_default_is_unchanged(tmp_path, small_corpora, trained_texts, capsys):
-    task = LMTask.sotu(16, 4)
+    task = LMTask.sotu(16, eval_windows=4)
     assert "tokenizer" not in task.spec() and task.vocab_size == 261 and not trained_texts
     out = tmp_path / "byte"
-    assert main(["train", "lm", "--out", str(out), "--context-len", "16", "--eval-windows", "4", "--steps", "2",
-                 "--eval-every", "2", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "lm",
+                "--out",
+                str(out),
+                "--context-len",
+                "16",
+                "--eval-windows",
+                "4",
+                "--steps",
+                "2",
+                "--eval-every",
+                "2",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["final_eval"]) == {"loss"}
     config = json.loads((out / "config.json").read_text())
     assert config["tokenizer"] == {"kind": "byte"} and "tokenizer" not in config["task"]
@@ -220,8 +267,28 @@ def test_byte_default_is_unchanged(tmp_path, small_corpora, trained_texts, capsy
 
 def test_cli_classify_with_bpe_trains_on_train_mails_and_evaluates(tmp_path, small_corpora, trained_texts, capsys):
     out = tmp_path / "cls"
-    assert main(["train", "classify", "--out", str(out), "--seq-len", "24", "--steps", "2", "--eval-every", "0",
-                 "--tokenizer", "bpe", "--bpe-vocab-size", "300", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "classify",
+                "--out",
+                str(out),
+                "--seq-len",
+                "24",
+                "--steps",
+                "2",
+                "--eval-every",
+                "0",
+                "--tokenizer",
+                "bpe",
+                "--bpe-vocab-size",
+                "300",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert trained_texts == [[m.text for m in _small_spam("train")]]
     record = json.loads((out / "config.json").read_text())["tokenizer"]
     assert record["trained_on"] == "spam train split: 40 texts" and (out / "tokenizer.json").is_file()

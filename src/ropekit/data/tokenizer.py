@@ -180,15 +180,12 @@ class BPETokenizer:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the tokenizer as one JSON file (readable by :meth:`from_file`).
 
-        Written to ``path.tmp<pid>`` and renamed into place, so a crash never leaves a half-written file.
+        Written with :func:`ropekit.fileio.atomic_write` (temporary file, fsync, rename), so a crash never leaves
+        a half-written file.
         """
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        from ropekit.fileio import atomic_write
+
+        atomic_write(path, self.to_json().encode("utf-8"))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> BPETokenizer:

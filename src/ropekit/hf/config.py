@@ -69,17 +69,49 @@ def _getter(config: Any):
 
 
 def load_config_file(path: str | PathLike[str]) -> dict[str, Any]:
-    """Read a ``config.json``; clear errors for a missing file or malformed JSON."""
+    """Read a ``config.json``; clear errors for a missing file, a folder, or malformed JSON."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise ValueError(f"config file {str(path)!r} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"config file {str(path)!r} is not valid JSON: {e}") from None
+        raise ValueError(f"--config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"--config {str(path)!r} is a folder; give the model's config.json file") from None
+    except PermissionError:
+        raise ValueError(f"--config file {str(path)!r} cannot be read (permission denied)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"--config file {str(path)!r} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a JSON object, got {type(data).__name__}")
+        raise ValueError(f"--config file {str(path)!r} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+def _int_value(key: str, value: Any) -> int:
+    """A count from a config: an int (or an integral float such as ``64.0``), positive; else ``ValueError``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"config {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _bool_value(key: str, value: Any) -> bool:
+    """A switch from a config: a JSON boolean only (``bool("false")`` is True, so strings are refused)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"config {key!r} must be true or false (a JSON boolean), got {value!r}")
+    return value
+
+
+def _one_value(get, key: str, aliases: tuple[str, ...]) -> Any:
+    """The value given under ``key`` or its aliases; ``ValueError`` when two names give different values."""
+    given = [(alias, get(alias)) for alias in aliases if _present(get(alias))]
+    for alias, value in given[1:]:
+        if value != given[0][1]:
+            raise ValueError(
+                f"config gives {key} twice with different values: {given[0][0]}={given[0][1]!r} and "
+                f"{alias}={value!r}; transformers reads only one of them: keep one, or make them agree"
+            )
+    return given[0][1] if given else _MISSING
 
 
 def _present(value: Any) -> bool:
@@ -94,7 +126,9 @@ def _check_top_level(config: Any, get) -> None:
     if not isinstance(config, Mapping):
         return  # attribute objects (PretrainedConfig) carry many unrelated attributes: keys are checked by name
     for key in config:
-        if isinstance(key, str) and key.startswith(("rope", "rotary")) and key not in _KNOWN_TOP_LEVEL:
+        if not isinstance(key, str):
+            raise ValueError(f"config keys must be strings, got {key!r} ({type(key).__name__})")
+        if key.startswith(("rope", "rotary")) and key not in _KNOWN_TOP_LEVEL:
             match = difflib.get_close_matches(key, _KNOWN_TOP_LEVEL, n=1, cutoff=0.6)
             hint = f"; did you mean {match[0]!r}?" if match else ""
             raise ValueError(
@@ -127,12 +161,17 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
     ``RotaryEmbedding(**from_hf_config(cfg))`` rotates like the model. Raises ``ValueError`` for unknown or
     invalid rope keys (naming the key) and for configs whose scaling cannot be read unambiguously.
     """
+    if not isinstance(config, Mapping) and isinstance(config, (str, bytes, int, float, list, tuple)):
+        raise ValueError(f"config must be a mapping or a config object, got {type(config).__name__}")
     get = _getter(config)
     head_dim = get("head_dim")
-    if not _present(head_dim):
+    if _present(head_dim):
+        head_dim = _int_value("head_dim", head_dim)
+    else:
         hidden, heads = get("hidden_size"), get("num_attention_heads")
         if not (_present(hidden) and _present(heads)):
             raise ValueError("config needs 'head_dim' or both 'hidden_size' and 'num_attention_heads'")
+        hidden, heads = _int_value("hidden_size", hidden), _int_value("num_attention_heads", heads)
         if hidden % heads:
             raise ValueError(f"hidden_size {hidden} is not divisible by num_attention_heads {heads}")
         head_dim = hidden // heads
@@ -141,9 +180,15 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
     model_type = get("model_type")
     rope_head_dim = get("qk_rope_head_dim")  # DeepSeek MLA: only this many features per head rotate
     if _present(rope_head_dim):
-        head_dim = rope_head_dim
+        head_dim = _int_value("qk_rope_head_dim", rope_head_dim)
 
     params_v5, scaling_v4 = get("rope_parameters"), get("rope_scaling")
+    for key, value in (("rope_parameters", params_v5), ("rope_scaling", scaling_v4)):
+        if _present(value) and not isinstance(value, Mapping):
+            raise ValueError(
+                f'config {key!r} must be an object like {{"rope_type": "linear", "factor": 2.0}}, '
+                f"got {type(value).__name__} {value!r}"
+            )
     if _present(params_v5) and _present(scaling_v4) and dict(params_v5) != dict(scaling_v4):
         raise ValueError("config has both 'rope_parameters' and 'rope_scaling' and they differ; keep one")
     raw = params_v5 if _present(params_v5) else scaling_v4
@@ -186,13 +231,11 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
                     )
             continue
         if key == "partial_rotary_factor" and model_type in _INTERLEAVED_TYPES and _present(get("rotary_dim")):
-            params[key] = get("rotary_dim") / head_dim  # GPT-J: rotary_dim=64 of head_dim=256
+            params[key] = _int_value("rotary_dim", get("rotary_dim")) / head_dim  # GPT-J: 64 of head_dim=256
             continue
-        for alias in aliases:
-            value = get(alias)
-            if _present(value):
-                params[key] = value
-                break
+        value = _one_value(get, key, aliases)
+        if value is not _MISSING:
+            params[key] = value
     rope_type = params.get("rope_type", params.get("type", "default"))
     original = get("original_max_position_embeddings")
     if rope_type in ROPE_TYPES and accepts_key(rope_type, "original_max_position_embeddings") and _present(original):
@@ -205,14 +248,30 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
         params["original_max_position_embeddings"] = original
 
     max_pos = get("max_position_embeddings")
-    max_pos = max_pos if _present(max_pos) else None
+    max_pos = _int_value("max_position_embeddings", max_pos) if _present(max_pos) else None
+    inner_original = params.get("original_max_position_embeddings")
+    if (
+        rope_type in ("yarn", "longrope")
+        and params.get("factor") is None
+        and max_pos is not None
+        and isinstance(inner_original, (int, float))
+        and not isinstance(inner_original, bool)
+        and inner_original > max_pos
+    ):
+        raise ValueError(
+            f"rope_type {rope_type!r} without 'factor' derives it as max_position_embeddings / "
+            f"original_max_position_embeddings = {max_pos} / {inner_original} < 1, the same factor that is refused "
+            f"when given explicitly; give 'factor' >= 1 or fix the two lengths"
+        )
     interleave = get("rope_interleave")
-    if not _present(interleave) and model_type in _INTERLEAVED_TYPES:
+    if _present(interleave):
+        interleave = _bool_value("rope_interleave", interleave)
+    elif model_type in _INTERLEAVED_TYPES:
         interleave = True
     spec = parse_rope_parameters(params)  # raise now, naming the key, rather than at first forward
     return {
         "head_dim": int(head_dim),
         "rope_parameters": spec.as_dict(),
-        "interleaved": bool(interleave) if _present(interleave) else False,
+        "interleaved": interleave if _present(interleave) else False,
         "max_position_embeddings": max_pos,
     }

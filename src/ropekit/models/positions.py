@@ -56,6 +56,18 @@ ROPE_ALIASES: dict[str, str] = {
 }
 
 
+def _check_flag(name: str, value: Any) -> None:
+    """A switch must be a bool: ``interleaved='no'`` would select the interleaved pairing (``bool('no')``)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def _check_positive(name: str, value: Any) -> None:
+    """A base or scale must be a finite number > 0 (0 gives NaN tables and logits)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Dims:
     """Model sizes a position encoding may need."""
@@ -140,6 +152,9 @@ class Sinusoidal(PositionEncoding):
 
     def __init__(self, dims: Dims, base: float = 10_000.0, scale: float | None = None) -> None:
         super().__init__()
+        _check_positive("sinusoidal base", base)
+        if scale is not None:
+            _check_positive("sinusoidal scale", scale)
         self.dim, self.base = dims.d_model, base
         self.scale = 1.0 / math.sqrt(dims.d_model) if scale is None else float(scale)
 
@@ -210,6 +225,7 @@ class RoPE(PositionEncoding):
         max_position_embeddings: int | None = None,
     ) -> None:
         super().__init__()
+        _check_flag("interleaved", interleaved)
         self.rotary = RotaryEmbedding(
             dims.head_dim,
             rope_parameters,
@@ -256,7 +272,7 @@ class PRoPE(RoPE):
     """
 
     def __init__(self, dims: Dims, p: float = 0.75, rope_theta: float = 10_000.0, interleaved: bool = False) -> None:
-        if not (isinstance(p, (int, float)) and 0.0 < p <= 1.0):
+        if isinstance(p, bool) or not (isinstance(p, (int, float)) and 0.0 < p <= 1.0):
             raise ValueError(
                 f"p-RoPE needs 0 < p <= 1 (fraction of pairs that rotate), got p={p!r}; p=0 is pe='none'"
             )
@@ -286,6 +302,8 @@ class XPos(_TableRotary):
         self, dims: Dims, scale_base: float = 512.0, rope_theta: float = 10_000.0, interleaved: bool = False
     ) -> None:
         super().__init__()
+        _check_flag("interleaved", interleaved)
+        _check_positive("xpos scale_base", scale_base)
         inv_freq, _ = rope_frequencies({"rope_type": "default", "rope_theta": rope_theta}, head_dim=dims.head_dim)
         r = inv_freq.numel()
         zeta = (2.0 * torch.arange(r, dtype=torch.float32) / (2 * r) + 0.4) / 1.4  # [r]
@@ -316,6 +334,7 @@ class LearnedFrequencies(_TableRotary):
 
     def __init__(self, dims: Dims, rope_theta: float = 10_000.0, interleaved: bool = False) -> None:
         super().__init__()
+        _check_flag("interleaved", interleaved)
         inv_freq, _ = rope_frequencies({"rope_type": "default", "rope_theta": rope_theta}, head_dim=dims.head_dim)
         self.log_inv_freq = nn.Parameter(inv_freq.log())
         self.interleaved = interleaved
@@ -347,7 +366,9 @@ class ReceptiveField(_TableRotary):
         interleaved: bool = False,
     ) -> None:
         super().__init__()
-        if not 0.0 < alpha < 1.0:
+        _check_flag("interleaved", interleaved)
+        _check_flag("learn_rho", learn_rho)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
             raise ValueError(f"receptive-field RoPE needs 0 < alpha < 1 (initial mixing weight), got {alpha}")
         inv_freq, _ = rope_frequencies({"rope_type": "default", "rope_theta": rope_theta}, head_dim=dims.head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
@@ -408,7 +429,7 @@ def build_position_encoding(spec: str | Mapping[str, Any] | None, dims: Dims) ->
             f"valid options: {[*valid, 'random_max']}"
         ) from None
     if random_max is not None:
-        if int(random_max) < 1:
-            raise ValueError(f"random_max must be a positive length, got {random_max}")
-        pe.random_max = int(random_max)
+        if not isinstance(random_max, int) or isinstance(random_max, bool) or random_max < 1:
+            raise ValueError(f"random_max must be a positive integer length, got {random_max!r}")
+        pe.random_max = random_max
     return pe

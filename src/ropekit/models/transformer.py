@@ -62,6 +62,17 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "max_len", "n_classes"):
+            _check_count(name, getattr(self, name))
+        for name in ("n_kv_heads", "d_ff"):
+            if getattr(self, name) is not None:
+                _check_count(name, getattr(self, name))
+        if self.n_classes < 2 and self.task == "classify":
+            raise ValueError(f"n_classes must be >= 2 for a classifier, got {self.n_classes}")
+        if self.n_kv_heads is not None and self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         object.__setattr__(self, "pe", normalise_position_spec(self.pe))
@@ -87,6 +98,11 @@ class ModelConfig:
                 + (f"; did you mean {close[0]!r}?" if close else f"; valid keys: {names}")
             )
         return cls(**data)
+
+
+def _check_count(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 class Block(nn.Module):

@@ -162,6 +162,14 @@ def nd_cos_sin(freqs: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tens
     return torch.cos(angles), torch.sin(angles)
 
 
+def _check_x(x: torch.Tensor) -> None:
+    """``x`` must be a floating tensor ``[..., T, D]`` (an integer tensor would be rotated and truncated)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor [..., T, D], got {type(x).__name__}")
+    if not x.is_floating_point() or x.dim() < 2:
+        raise ValueError(f"x must be a floating-point [..., T, D] tensor, got {x.dtype} of shape {tuple(x.shape)}")
+
+
 def apply_rotary_nd(
     x: torch.Tensor,
     freqs: torch.Tensor,
@@ -182,6 +190,9 @@ def apply_rotary_nd(
     Returns:
         ``[..., T, D]`` in x's dtype; relative: ``<f(q, p), f(k, p')>`` depends only on ``p' - p``.
     """
+    _check_x(x)
+    if not isinstance(interleaved, bool):
+        raise ValueError(f"interleaved must be True or False, got {interleaved!r} ({type(interleaved).__name__})")
     _check_positions_freqs(positions, freqs)
     r, D = freqs.shape[-1], x.shape[-1]
     if 2 * r > D:
@@ -206,6 +217,7 @@ def apply_liere(x: torch.Tensor, generators: torch.Tensor, positions: torch.Tens
     ``x: [..., T, D]``, ``generators: [A, D, D]`` (made skew-symmetric here: ``(G - G^T) / 2``),
     ``positions: [..., T, A]``. One ``D x D`` matrix exponential per distinct token position.
     """
+    _check_x(x)
     if generators.dim() != 3 or generators.shape[-1] != generators.shape[-2] or generators.shape[-1] != x.shape[-1]:
         raise ValueError(f"generators must be [A, D, D] with D = head_dim {x.shape[-1]}, got {tuple(generators.shape)}")
     return apply_token_matrices(x, liere_rotation(generators, positions))

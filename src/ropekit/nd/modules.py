@@ -76,6 +76,8 @@ class AxialRotaryEmbedding(nn.Module):
             raise ValueError(
                 f"pairs_per_axis {split} must have {n_axes} entries summing to <= head_dim/2 = {head_dim // 2}"
             )
+        if not isinstance(interleaved, bool):
+            raise ValueError(f"interleaved must be True or False, got {interleaved!r}")
         self.n_axes, self.interleaved = n_axes, interleaved
         self.register_buffer("freqs", axial_frequencies(split, base, layout=layout), persistent=False)  # [A, r]
 
@@ -105,6 +107,8 @@ class MixedRotaryEmbedding(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(interleaved, bool):
+            raise ValueError(f"interleaved must be True or False, got {interleaved!r}")
         self.n_axes, self.interleaved = n_axes, interleaved
         init = mixed_frequencies(n_heads, _split_pairs(head_dim, n_axes), base, generator=generator)
         self.freqs = nn.Parameter(init)  # [H, A, r]
@@ -135,6 +139,8 @@ class CommutingLieEmbedding(nn.Module):
         interleaved: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(interleaved, bool):
+            raise ValueError(f"interleaved must be True or False, got {interleaved!r}")
         self.n_axes, self.interleaved = n_axes, interleaved
         freqs = axial_frequencies(_split_pairs(head_dim, n_axes), base)  # [A, r]
         self.freqs = nn.Parameter(freqs, requires_grad=learn_freqs)

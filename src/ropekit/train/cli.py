@@ -21,6 +21,45 @@ from typing import Any
 __all__ = ["register"]
 
 
+def _int_at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _float_in(low: float, high: float = float("inf"), *, open_low: bool = False, open_high: bool = False) -> Any:
+    lo, hi = "(" if open_low else "[", ")" if open_high or high == float("inf") else "]"
+    want = f"a finite number in {lo}{low:g}, {high:g}{hi}"
+
+    def parse(text: str) -> float:
+        import math
+
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        bad_low = value <= low if open_low else value < low
+        bad_high = value >= high if open_high else value > high
+        if not math.isfinite(value) or bad_low or bad_high:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
+DEFAULT_WARMUP = 30
+
+
 def _add_pe_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("position encoding")
     g.add_argument(
@@ -30,11 +69,13 @@ def _add_pe_options(p: argparse.ArgumentParser) -> None:
         "receptive, or a RoPE alias: pi, ntk, dynamic, yarn, llama3, longrope (train default: rope)",
     )
     g.add_argument("--rope-type", default=None, help="rope_parameters.rope_type (e.g. linear, yarn, dynamic)")
-    g.add_argument("--rope-theta", type=float, default=None, help="base; ABF = a larger theta (e.g. 500000)")
-    g.add_argument("--rope-factor", type=float, default=None, help="rope_parameters.factor")
+    g.add_argument(
+        "--rope-theta", type=_float_in(0, open_low=True), default=None, help="base; ABF = a larger theta (e.g. 500000)"
+    )
+    g.add_argument("--rope-factor", type=_float_in(1), default=None, help="rope_parameters.factor")
     g.add_argument(
         "--rope-original-max",
-        type=int,
+        type=POSITIVE,
         default=None,
         help="rope_parameters.original_max_position_embeddings (YaRN, LongRoPE, Llama 3)",
     )
@@ -46,7 +87,7 @@ def _add_pe_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--random-max",
-        type=int,
+        type=POSITIVE,
         default=None,
         help="train on sorted random positions from [0, N) (Ruoss et al. 2023), with any kind",
     )
@@ -83,12 +124,21 @@ def _pe_spec(args: argparse.Namespace, base: dict[str, Any] | None = None) -> di
         extra["interleaved"] = True
     if args.pe is None and not rope and not extra:
         return base
-    spec = dict(base or {"kind": "rope"})
-    if args.pe is not None:
-        spec = {"kind": args.pe}
+    from ropekit.models.positions import normalise_position_spec
+    from ropekit.scaling import canonical_rope_type
+
+    spec = normalise_position_spec(base or "rope") if args.pe is None else normalise_position_spec(args.pe)
     if rope:
-        if spec["kind"] in ("rope", "pi", "ntk", "dynamic", "yarn", "llama3", "longrope"):
-            spec["rope_parameters"] = {**(spec.get("rope_parameters") or {}), **rope}
+        if spec["kind"] == "rope":  # "rope" or an alias naming a scaling type ("yarn", "pi", ...)
+            params = dict(spec.get("rope_parameters") or {})
+            if args.pe is not None and "rope_type" in params and "rope_type" in rope:
+                named, given = canonical_rope_type(params["rope_type"]), canonical_rope_type(str(rope["rope_type"]))
+                if named != given and named != "default":
+                    raise ValueError(
+                        f"--pe {args.pe} means rope_type {named!r} but --rope-type/--rope-params ask for "
+                        f"{rope['rope_type']!r}; give one of them"
+                    )
+            spec["rope_parameters"] = {**params, **rope}
         elif set(rope) == {"rope_theta"}:
             spec["rope_theta"] = rope["rope_theta"]  # xpos, prope, learned_freq, receptive take a base
         else:
@@ -115,14 +165,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
         t.add_argument("--overwrite", action="store_true", help="start afresh in an --out that already holds a run")
         g = t.add_argument_group("model")
-        g.add_argument("--d-model", type=int, default=64)
-        g.add_argument("--n-heads", type=int, default=4)
-        g.add_argument("--n-kv-heads", type=int, default=None)
-        g.add_argument("--n-layers", type=int, default=2)
-        g.add_argument("--d-ff", type=int, default=None)
-        g.add_argument("--dropout", type=float, default=0.0)
+        g.add_argument("--d-model", type=POSITIVE, default=64)
+        g.add_argument("--n-heads", type=POSITIVE, default=4)
+        g.add_argument("--n-kv-heads", type=POSITIVE, default=None)
+        g.add_argument("--n-layers", type=POSITIVE, default=2)
+        g.add_argument("--d-ff", type=POSITIVE, default=None)
+        g.add_argument("--dropout", type=_float_in(0, 1, open_high=True), default=0.0)
         g.add_argument(
-            "--max-len", type=int, default=None, help="model max_len (learned table size; default: the task's length)"
+            "--max-len",
+            type=POSITIVE,
+            default=None,
+            help="model max_len (learned table size; default: the task's length)",
         )
         _add_pe_options(t)
         k = t.add_argument_group("tokenizer")
@@ -134,30 +187,44 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "saved as OUT/tokenizer.json",
         )
         k.add_argument(
-            "--bpe-vocab-size", type=int, default=None, help="BPE ids incl. 256 bytes + 3 specials (default 1024)"
+            "--bpe-vocab-size",
+            type=_int_at_least(259),
+            default=None,
+            help="BPE ids incl. 256 bytes + 3 specials (default 1024)",
         )
         o = t.add_argument_group("optimisation")
-        o.add_argument("--steps", type=int, default=300)
-        o.add_argument("--batch-size", type=int, default=32, help="global batch (split over torchrun processes)")
-        o.add_argument("--lr", type=float, default=3e-3)
-        o.add_argument("--weight-decay", type=float, default=0.1)
-        o.add_argument("--warmup", type=int, default=30)
-        o.add_argument("--min-lr-ratio", type=float, default=0.1)
-        o.add_argument("--grad-clip", type=float, default=1.0)
-        o.add_argument("--eval-every", type=int, default=100)
-        o.add_argument("--ckpt-every", type=int, default=0, help="0: checkpoint at each evaluation and the end")
-        o.add_argument("--seed", type=int, default=0)
-        o.add_argument("--threads", type=int, default=1, help="torch threads per process (1 measured fastest here)")
-        o.add_argument("--stop-after", type=int, default=None, help="stop after this step (resume later)")
+        o.add_argument("--steps", type=POSITIVE, default=300)
+        o.add_argument("--batch-size", type=POSITIVE, default=32, help="global batch (split over torchrun processes)")
+        o.add_argument("--lr", type=_float_in(0, open_low=True), default=3e-3)
+        o.add_argument("--weight-decay", type=_float_in(0), default=0.1)
+        o.add_argument(
+            "--warmup",
+            type=NON_NEGATIVE,
+            default=None,
+            help=f"warm-up steps (default {DEFAULT_WARMUP}, at most --steps; a resumed run keeps its own)",
+        )
+        o.add_argument("--min-lr-ratio", type=_float_in(0, 1), default=0.1, help="final lr / lr, in [0, 1]")
+        o.add_argument("--grad-clip", type=_float_in(0), default=1.0, help="max gradient norm; 0 = no clipping")
+        o.add_argument("--eval-every", type=NON_NEGATIVE, default=100, help="0: no evaluation")
+        o.add_argument(
+            "--ckpt-every", type=NON_NEGATIVE, default=0, help="0: checkpoint at each evaluation and the end"
+        )
+        o.add_argument("--seed", type=NON_NEGATIVE, default=0)
+        o.add_argument(
+            "--threads", type=POSITIVE, default=1, help="torch threads per process (1 measured fastest here)"
+        )
+        o.add_argument("--stop-after", type=POSITIVE, default=None, help="stop after this step (resume later)")
         o.add_argument("--no-progress", action="store_true", help="no progress bar")
         if name == "lm":
-            t.add_argument("--context-len", type=int, default=128)
-            t.add_argument("--eval-windows", type=int, default=64, help="validation windows per evaluation")
+            t.add_argument("--context-len", type=POSITIVE, default=128)
+            t.add_argument("--eval-windows", type=POSITIVE, default=64, help="validation windows per evaluation")
         elif name == "classify":
-            t.add_argument("--seq-len", type=int, default=256, help="bos + first N-1 body tokens per message")
+            t.add_argument(
+                "--seq-len", type=_int_at_least(2), default=256, help="bos + first N-1 body tokens per message"
+            )
             t.add_argument("--eval-split", default="validation", choices=("validation", "test"))
         else:
-            t.add_argument("--max-span", type=int, default=32, help="longest reversed span (tokens)")
+            t.add_argument("--max-span", type=_int_at_least(8), default=32, help="longest reversed span (tokens)")
         t.set_defaults(func=_run_train)
 
 
@@ -188,17 +255,57 @@ def _task_for(args: argparse.Namespace) -> Any:
 
     tok = _tokenizer_for(args)
     if args.task == "lm":
-        return LMTask.sotu(args.context_len, args.eval_windows, tok)
+        return LMTask.sotu(context_len=args.context_len, eval_windows=args.eval_windows, tokenizer=tok)
     if args.task == "classify":
-        return ClassifyTask.spam(args.seq_len, args.eval_split, tok)
-    return ReverseTask.sotu(args.max_span, tokenizer=tok)
+        return ClassifyTask.spam(max_len=args.seq_len, eval_split=args.eval_split, tokenizer=tok)
+    return ReverseTask.sotu(max_span=args.max_span, tokenizer=tok)
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    """The warm-up as the user gave it (default :data:`DEFAULT_WARMUP`), at most ``--steps``.
+
+    On ``--resume`` the run keeps the warm-up it was trained with when the flag is the same setting: a default of
+    30 stored as 4 in a 4-step run is the same setting in an 8-step resume, not a change of schedule."""
+    from ropekit.train.checkpoint import latest_checkpoint
+
+    given = DEFAULT_WARMUP if args.warmup is None else args.warmup
+    if args.resume and (where := latest_checkpoint(args.out)) is not None:
+        from ropekit.models.io import read_json
+
+        saved = read_json(where / "state.json").get("train", {})
+        saved_warmup, saved_steps = saved.get("warmup"), saved.get("steps")
+        if isinstance(saved_warmup, int) and isinstance(saved_steps, int) and min(given, saved_steps) == saved_warmup:
+            return saved_warmup
+    if args.warmup is not None and args.warmup > args.steps:
+        raise ValueError(f"--warmup {args.warmup} is longer than --steps {args.steps}; give at most {args.steps}")
+    return min(given, args.steps)
+
+
+def _claim_out(args: argparse.Namespace) -> None:
+    """``--out`` must be new, empty or this command's own run folder (see docs/commands.md)."""
+    import os
+    from pathlib import Path
+
+    from ropekit.models import CheckpointError
+    from ropekit.train.checkpoint import claim_run_folder
+
+    out = Path(args.out)
+    if args.resume and not out.is_dir():
+        raise CheckpointError(f"nothing to resume: --out {out} does not exist; run without --resume first")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 owns the folder (it writes the checkpoints)
+        claim_run_folder(out, resume=args.resume, overwrite=args.overwrite)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from ropekit.models import ModelConfig
     from ropekit.train.loop import TrainConfig, train
 
-    task = _task_for(args)
+    if args.tokenizer == "byte" and args.bpe_vocab_size is not None:
+        raise ValueError("--bpe-vocab-size needs --tokenizer bpe")
+    if args.n_kv_heads is not None and args.n_heads % args.n_kv_heads:
+        raise ValueError(f"--n-kv-heads {args.n_kv_heads} must divide --n-heads {args.n_heads}")
+    if args.d_model % args.n_heads:
+        raise ValueError(f"--d-model {args.d_model} must be divisible by --n-heads {args.n_heads}")
     length = {
         "lm": getattr(args, "context_len", 0),
         "classify": getattr(args, "seq_len", 0),
@@ -215,12 +322,15 @@ def _run_train(args: argparse.Namespace) -> int:
         max_len=args.max_len or length,
         pe=_pe_spec(args) or {"kind": "rope"},
     )
+    from ropekit.models.positions import build_position_encoding
+
+    build_position_encoding(model_cfg.pe, model_cfg.dims())  # its options are checked before anything is written
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
-        warmup=min(args.warmup, args.steps),
+        warmup=_warmup(args),
         min_lr_ratio=args.min_lr_ratio,
         grad_clip=args.grad_clip,
         eval_every=args.eval_every,
@@ -228,6 +338,8 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
     )
+    _claim_out(args)  # every flag checked: only now is anything written
+    task = _task_for(args)
     res = train(
         model_cfg,
         task,
@@ -249,9 +361,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a trained run (optionally at another length or RoPE scaling)")
     p.add_argument("run", help="run folder written by `ropekit train` (or a checkpoint step folder)")
     p.add_argument("--split", default="validation", choices=("validation", "test"))
-    p.add_argument("--context-len", type=int, default=None, help="lm: evaluation window (default: training's)")
-    p.add_argument("--eval-windows", type=int, default=None, help="lm: number of windows (default: training's)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--context-len", type=POSITIVE, default=None, help="lm: evaluation window (default: training's)")
+    p.add_argument("--eval-windows", type=POSITIVE, default=None, help="lm: number of windows (default: training's)")
+    p.add_argument("--threads", type=POSITIVE, default=1)
     _add_pe_options(p)
     p.set_defaults(func=_run_eval)
 
@@ -269,7 +381,9 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     run = Path(args.run)
     meta_file = run / "config.json" if (run / "config.json").exists() else run / "state.json"
     if not meta_file.exists() and (run / "latest.json").exists():
-        meta_file = run / read_json(run / "latest.json")["path"] / "state.json"
+        from ropekit.train.checkpoint import latest_checkpoint
+
+        meta_file = (latest_checkpoint(run) or run) / "state.json"
     meta = read_json(meta_file) if meta_file.exists() else {}
     spec = _pe_spec(args, dict(model.config.pe))
     if spec != model.config.pe:  # e.g. a trained RoPE model evaluated with YaRN scaling: same weights
@@ -294,22 +408,37 @@ def _run_eval(args: argparse.Namespace) -> int:
         s = lm_splits(tok)
         ctx = args.context_len or spec.get("context_len", 128)
         windows = args.eval_windows or spec.get("eval_windows", 64)
-        task = LMTask(s.train, getattr(s, args.split), ctx, tok.vocab_size, windows, tokenizer=tt)
+        task = LMTask(
+            s.train,
+            getattr(s, args.split),
+            context_len=ctx,
+            vocab_size=tok.vocab_size,
+            eval_windows=windows,
+            tokenizer=tt,
+        )
     elif name == "classify":
         n = spec.get("max_len", 256)
-        task = ClassifyTask(None, classification_dataset(args.split, tok, n), tok.vocab_size, 2, args.split, n, tt)
+        task = ClassifyTask(
+            None,
+            classification_dataset(args.split, tok, n),
+            vocab_size=tok.vocab_size,
+            n_classes=model.config.n_classes,
+            eval_split=args.split,
+            max_len=n,
+            tokenizer=tt,
+        )
     else:
         s = lm_splits(tok)
         task = ReverseTask(
             s.train,
             getattr(s, args.split),
-            tok.vocab_size,
-            tok.pad_id,
-            tok.bos_id,
-            tok.eos_id,
-            spec.get("max_span", 32),
-            spec.get("eval_examples", 256),
-            tt,
+            vocab_size=tok.vocab_size,
+            pad_id=tok.pad_id,
+            bos_id=tok.bos_id,
+            eos_id=tok.eos_id,
+            max_span=spec.get("max_span", 32),
+            eval_examples=spec.get("eval_examples", 256),
+            tokenizer=tt,
         )
     sums = task.evaluate(model, 0, 1)
     result: dict[str, Any] = {k: v[0] / max(v[1], 1e-12) for k, v in sums.items()}
@@ -342,10 +471,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="sample from a trained LM, or run a trained seq2seq model on text")
     p.add_argument("run", help="run folder written by `ropekit train lm|seq2seq`")
     p.add_argument("--prompt", default="", help="text to continue (lm) or to transform (seq2seq)")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=NON_NEGATIVE, default=200)
+    p.add_argument("--temperature", type=_float_in(0), default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=POSITIVE, default=None)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     _add_pe_options(p)
     p.set_defaults(func=_run_generate)
 

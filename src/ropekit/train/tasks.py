@@ -63,6 +63,13 @@ def _with_tokenizer(spec: dict[str, Any], tt: TaskTokenizer | None) -> dict[str,
     return spec if tt is None or tt.is_byte else {**spec, "tokenizer": tt.spec}
 
 
+def _check_counts(**counts: Any) -> None:
+    """Each named count must be a positive integer (``ValueError`` naming the first that is not)."""
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:
     """Entropy in nats of the token frequencies of ``ids`` (the best loss of a model that ignores context)."""
     counts = torch.bincount(ids.flatten(), minlength=vocab_size).double()
@@ -83,12 +90,14 @@ class LMTask:
         self,
         train: torch.Tensor,
         validation: torch.Tensor,
+        *,
         context_len: int,
         vocab_size: int,
         eval_windows: int = 64,
         source: str = "sotu",
         tokenizer: TaskTokenizer | None = None,
     ) -> None:
+        _check_counts(context_len=context_len, vocab_size=vocab_size, eval_windows=eval_windows)
         if train.numel() <= context_len + 1 or validation.numel() <= context_len + 1:
             raise ValueError(f"token streams are shorter than context_len={context_len} + 1")
         self.tokenizer = tokenizer
@@ -104,7 +113,7 @@ class LMTask:
 
     @classmethod
     def sotu(
-        cls, context_len: int = 128, eval_windows: int = 64, tokenizer: str | dict | TaskTokenizer = "byte"
+        cls, context_len: int = 128, *, eval_windows: int = 64, tokenizer: str | dict | TaskTokenizer = "byte"
     ) -> LMTask:
         """State of the Union: fixed train / validation split of :func:`ropekit.data.lm_splits`, tokenized with
         ``tokenizer`` (``"byte"``, ``"bpe"``, a spec mapping, or a built :class:`TaskTokenizer`)."""
@@ -112,7 +121,14 @@ class LMTask:
 
         tt = make_task_tokenizer(tokenizer, "sotu")
         splits = lm_splits(tt.tokenizer)
-        return cls(splits.train, splits.validation, context_len, tt.tokenizer.vocab_size, eval_windows, tokenizer=tt)
+        return cls(
+            splits.train,
+            splits.validation,
+            context_len=context_len,
+            vocab_size=tt.tokenizer.vocab_size,
+            eval_windows=eval_windows,
+            tokenizer=tt,
+        )
 
     def model_overrides(self) -> dict[str, Any]:
         return {"task": "lm", "vocab_size": self.vocab_size}
@@ -171,18 +187,20 @@ class ClassifyTask:
         self,
         train: Any,
         evaluation: Any,
+        *,
         vocab_size: int,
         n_classes: int = 2,
         eval_split: str = "validation",
         max_len: int = 256,
         tokenizer: TaskTokenizer | None = None,
     ) -> None:
+        _check_counts(vocab_size=vocab_size, n_classes=n_classes, max_len=max_len)
         self.train, self.eval, self.vocab_size, self.n_classes = train, evaluation, vocab_size, n_classes
         self.eval_split, self.max_len, self.tokenizer = eval_split, max_len, tokenizer
 
     @classmethod
     def spam(
-        cls, max_len: int = 256, eval_split: str = "validation", tokenizer: str | dict | TaskTokenizer = "byte"
+        cls, max_len: int = 256, *, eval_split: str = "validation", tokenizer: str | dict | TaskTokenizer = "byte"
     ) -> ClassifyTask:
         """bos + the first ``max_len - 1`` body tokens (:func:`ropekit.data.classification_dataset`); a BPE is
         trained on the train-split bodies only."""
@@ -191,7 +209,15 @@ class ClassifyTask:
         tt = make_task_tokenizer(tokenizer, "spam")
         train = classification_dataset("train", tt.tokenizer, max_len)
         evaluation = classification_dataset(eval_split, tt.tokenizer, max_len)
-        return cls(train, evaluation, tt.tokenizer.vocab_size, 2, eval_split, max_len, tokenizer=tt)
+        return cls(
+            train,
+            evaluation,
+            vocab_size=tt.tokenizer.vocab_size,
+            n_classes=2,
+            eval_split=eval_split,
+            max_len=max_len,
+            tokenizer=tt,
+        )
 
     def model_overrides(self) -> dict[str, Any]:
         return {"task": "classify", "vocab_size": self.vocab_size, "n_classes": self.n_classes}
@@ -237,6 +263,7 @@ class ReverseTask:
         self,
         train: torch.Tensor,
         validation: torch.Tensor,
+        *,
         vocab_size: int,
         pad_id: int,
         bos_id: int,
@@ -245,6 +272,9 @@ class ReverseTask:
         eval_examples: int = 256,
         tokenizer: TaskTokenizer | None = None,
     ) -> None:
+        _check_counts(vocab_size=vocab_size, eval_examples=eval_examples)
+        if not isinstance(max_span, int) or isinstance(max_span, bool) or max_span < 8:
+            raise ValueError(f"max_span must be an integer >= 8 (spans are 8..max_span tokens), got {max_span!r}")
         self.tokenizer = tokenizer
         self.train, self.validation, self.vocab_size = train, validation, vocab_size
         self.pad_id, self.bos_id, self.eos_id, self.max_span = pad_id, bos_id, eos_id, max_span
@@ -252,14 +282,22 @@ class ReverseTask:
 
     @classmethod
     def sotu(
-        cls, max_span: int = 32, eval_examples: int = 256, tokenizer: str | dict | TaskTokenizer = "byte"
+        cls, max_span: int = 32, *, eval_examples: int = 256, tokenizer: str | dict | TaskTokenizer = "byte"
     ) -> ReverseTask:
         from ropekit.data import lm_splits
 
         tt = make_task_tokenizer(tokenizer, "sotu")
         tok, s = tt.tokenizer, lm_splits(tt.tokenizer)
         return cls(
-            s.train, s.validation, tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id, max_span, eval_examples, tt
+            s.train,
+            s.validation,
+            vocab_size=tok.vocab_size,
+            pad_id=tok.pad_id,
+            bos_id=tok.bos_id,
+            eos_id=tok.eos_id,
+            max_span=max_span,
+            eval_examples=eval_examples,
+            tokenizer=tt,
         )
 
     def model_overrides(self) -> dict[str, Any]:
@@ -321,9 +359,9 @@ def task_from_spec(spec: dict[str, Any], tokenizer: TaskTokenizer | None = None)
     name = spec.get("name")
     tok = tokenizer if tokenizer is not None else spec.get("tokenizer", "byte")
     if name == "lm":
-        return LMTask.sotu(spec["context_len"], spec.get("eval_windows", 64), tok)
+        return LMTask.sotu(spec["context_len"], eval_windows=spec.get("eval_windows", 64), tokenizer=tok)
     if name == "classify":
-        return ClassifyTask.spam(spec["max_len"], spec.get("eval_split", "validation"), tok)
+        return ClassifyTask.spam(spec["max_len"], eval_split=spec.get("eval_split", "validation"), tokenizer=tok)
     if name == "seq2seq":
-        return ReverseTask.sotu(spec["max_span"], spec.get("eval_examples", 256), tok)
+        return ReverseTask.sotu(spec["max_span"], eval_examples=spec.get("eval_examples", 256), tokenizer=tok)
     raise ValueError(f"unknown task spec {spec}; expected name 'lm', 'classify' or 'seq2seq'")
