@@ -148,3 +148,25 @@ def test_tutorial_snippet_is_not_vaswani():
     ours = sinusoidal_table(torch.arange(length), d)
     assert ours.shape == (length, d)
     assert (ours[:, : d // 2] - seed).abs().max() > 0.5
+
+
+def test_far_offsets_need_no_table_of_that_length():
+    """An offset of 2**45 would need a 256 TiB table: rows come from the positions instead, same numbers."""
+    from ropekit.modules import MAX_TABLE_ROWS
+
+    rope = RotaryEmbedding(16)
+    q = k = torch.randn(1, 2, 3, 16)
+    far = 2**45
+    cos, sin = rope.cos_sin(3, far)
+    ref_cos, ref_sin = rope.cos_sin(3, torch.arange(far, far + 3))
+    assert torch.equal(cos, ref_cos) and torch.equal(sin, ref_sin)
+    assert rope.cos_table.shape[0] <= MAX_TABLE_ROWS
+    rope(q, k, far)  # no allocation error
+    with pytest.raises(TypeError, match="bool"):
+        rope.cos_sin(3, True)
+
+
+def test_derived_yarn_factor_below_one_is_refused():
+    with pytest.raises(ValueError, match="derived as max_position_embeddings"):
+        rope_frequencies({"rope_type": "yarn", "original_max_position_embeddings": 64}, head_dim=16,
+                         max_position_embeddings=32)

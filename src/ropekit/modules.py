@@ -16,9 +16,12 @@ from ropekit.angles import check_positions
 from ropekit.functional import apply_rotary_qk, rope_angles, rope_cos_sin
 from ropekit.scaling import RopeSpec, parse_rope_parameters, rope_frequencies, rotary_dim_of, scaling_state
 
-__all__ = ["RotaryEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_table"]
+__all__ = ["MAX_TABLE_ROWS", "RotaryEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_table"]
 
 _DEFAULT_TABLE_LENGTH = 2048
+# Longest table RotaryEmbedding keeps (2**20 rows: 256 MiB of cos + sin at rotary_dim 128). An offset past it gets
+# its rows computed from the positions directly, with the same precision, instead of a table of offset + T rows.
+MAX_TABLE_ROWS = 1 << 20
 
 
 class RotaryEmbedding(nn.Module):
@@ -106,7 +109,7 @@ class RotaryEmbedding(nn.Module):
             return
         length = key[0] if key is not None else needed
         if needed > length:
-            length = max(needed, 2 * length)  # amortised growth
+            length = min(max(needed, 2 * length), max(needed, MAX_TABLE_ROWS))  # amortised growth, capped
         self._build(length, state)
 
     # ------------------------------------------------------------------ public
@@ -135,13 +138,18 @@ class RotaryEmbedding(nn.Module):
         """Tables for ``T`` tokens: ``[T, r]`` for ``None``/int offset, ``[T, r]`` or ``[B, 1, T, r]`` for
         tensor positions ``[T]`` / ``[B, T]`` (computed directly from positions, no table lookup)."""
 
+        if isinstance(positions, bool):
+            raise TypeError(f"positions must be None, an int offset or an integer tensor, got the bool {positions}")
         if positions is None or isinstance(positions, int):
             offset = positions or 0
             if offset < 0:
                 raise ValueError(f"position offset must be >= 0, got {offset}")
-            state = self._state_for(seq_len if seq_len is not None else offset + T)
-            self._ensure(offset + T, state)
-            return self.cos_table[offset : offset + T], self.sin_table[offset : offset + T]
+            if offset + T <= MAX_TABLE_ROWS:
+                state = self._state_for(seq_len if seq_len is not None else offset + T)
+                self._ensure(offset + T, state)
+                return self.cos_table[offset : offset + T], self.sin_table[offset : offset + T]
+            # far offsets: no table of offset + T rows (2**45 would be 256 TiB); rows from the positions alone
+            positions = torch.arange(offset, offset + T, device=self.inv_freq.device)
         if not isinstance(positions, torch.Tensor):
             raise TypeError(f"positions must be None, an int offset or an integer tensor, got {type(positions)}")
         check_positions(positions, dims=(1, 2), allow_negative=False)

@@ -296,6 +296,12 @@ def _yarn(p: YarnParams, ctx: _Context) -> tuple[torch.Tensor, float]:
         if ctx.max_position_embeddings is None:
             raise ValueError("rope_type 'yarn' needs 'factor' (or max_position_embeddings=... to derive it)")
         factor = ctx.max_position_embeddings / original
+        _require(
+            factor >= 1,
+            "factor",
+            f"derived as max_position_embeddings / original_max_position_embeddings = "
+            f"{ctx.max_position_embeddings} / {original} < 1; give 'factor' explicitly or fix the lengths",
+        )
     attention_factor = p.attention_factor
     if attention_factor is None:
         # transformers tests truthiness: a zero mscale counts as absent.
