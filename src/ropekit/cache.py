@@ -116,7 +116,8 @@ def _keep_indices(keep: Any, T: int) -> torch.Tensor:
         return keep.nonzero().flatten()  # [K], ascending
     if keep.is_floating_point() or keep.is_complex() or keep.dim() != 1:
         raise ValueError(f"keep must be a 1-D integer index tensor [K], got {keep.dtype} {tuple(keep.shape)}")
-    keep = keep.long()
+    index: torch.Tensor = keep.long()
+    keep = index
     if keep.numel() and (int(keep.min()) < 0 or int(keep.max()) >= T):
         raise ValueError(
             f"keep indices must lie in [0, {T}) (the cache length), got [{int(keep.min())}, {int(keep.max())}]"
@@ -127,7 +128,7 @@ def _keep_indices(keep: Any, T: int) -> torch.Tensor:
             f"keep must be strictly increasing indices, got {what}: {keep[:8].tolist()}...; the kept tokens keep "
             f"their order (pass keep.unique() to sort and deduplicate)"
         )
-    return keep
+    return index
 
 
 @torch.no_grad()

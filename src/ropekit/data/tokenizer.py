@@ -35,6 +35,10 @@ class Tokenizer(Protocol):
         """Text of ``ids``; special ids are skipped."""
         ...
 
+    def byte_lengths(self) -> list[int]:
+        """Bytes of text each id covers (for loss per byte)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ByteTokenizer:

@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write_bytes",
     "load_model",
     "load_state_checked",
+    "model_config",
     "save_model",
     "tensor_metadata",
 ]
@@ -106,7 +107,7 @@ def check_run_file(path: Path, run: Path, state_run_id: str | None = None) -> No
     ``state.json`` recorded. Folders without a marker (``save_model``, the Python API) are not checked."""
     marker = read_marker(run)
     want = marker.get("run_id") if marker else None
-    if want is None or not path.is_file():
+    if marker is None or want is None or not path.is_file():
         return
     got = tensor_metadata(path).get(RUN_ID_KEY)
     if got is None and marker.get("adopted"):
@@ -139,6 +140,14 @@ def load_state_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], s
     model.load_state_dict(state)
 
 
+def model_config(model: torch.nn.Module) -> ModelConfig:
+    """The :class:`ModelConfig` a ``ropekit.models`` network was built from (``TypeError`` for other modules)."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"expected a ropekit.models network (built by build_model), got {type(model).__name__}")
+    return config
+
+
 def save_model(model: torch.nn.Module, folder: str | os.PathLike[str]) -> Path:
     """Write ``folder/config.json`` and ``folder/model.safetensors`` for a model built by ``build_model``.
 
@@ -149,7 +158,7 @@ def save_model(model: torch.nn.Module, folder: str | os.PathLike[str]) -> Path:
     folder = Path(folder)
     claim_output_folder(folder, command="save_model", entries=("config.json", "model.safetensors"), flag="folder")
     atomic_save_tensors(model.state_dict(), folder / "model.safetensors")
-    atomic_write_bytes(folder / "config.json", json.dumps(model.config.to_dict(), indent=2).encode())
+    atomic_write_bytes(folder / "config.json", json.dumps(model_config(model).to_dict(), indent=2).encode())
     return folder
 
 

@@ -374,7 +374,7 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from pathlib import Path
 
     from ropekit.models import load_model
-    from ropekit.models.io import load_state_checked, read_json
+    from ropekit.models.io import load_state_checked, model_config, read_json
     from ropekit.models.transformer import build_model
 
     model = load_model(args.run)
@@ -385,9 +385,10 @@ def _load_run(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
         meta_file = (latest_checkpoint(run) or run) / "state.json"
     meta = read_json(meta_file) if meta_file.exists() else {}
-    spec = _pe_spec(args, dict(model.config.pe))
-    if spec != model.config.pe:  # e.g. a trained RoPE model evaluated with YaRN scaling: same weights
-        swapped = build_model(dataclasses.replace(model.config, pe=spec))
+    config = model_config(model)
+    spec = _pe_spec(args, dict(config.pe))
+    if spec is not None and spec != config.pe:  # e.g. a trained RoPE model evaluated with YaRN scaling: same weights
+        swapped = build_model(dataclasses.replace(config, pe=spec))
         load_state_checked(swapped, model.state_dict(), str(args.run))
         model = swapped.eval()
     return model, meta
@@ -397,12 +398,14 @@ def _run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from ropekit.data import classification_dataset, lm_splits
+    from ropekit.models.io import model_config
     from ropekit.train.tasks import ClassifyTask, LMTask, ReverseTask
 
     torch.set_num_threads(args.threads)
     model, meta = _load_run(args)
     spec = meta.get("task", {})
-    name = model.config.task
+    name = model_config(model).task
+    task: LMTask | ClassifyTask | ReverseTask
     tt, tok = _run_tokenizer(args.run, model)
     if name == "lm":
         s = lm_splits(tok)
@@ -422,7 +425,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             None,
             classification_dataset(args.split, tok, n),
             vocab_size=tok.vocab_size,
-            n_classes=model.config.n_classes,
+            n_classes=model_config(model).n_classes,
             eval_split=args.split,
             max_len=n,
             tokenizer=tt,
@@ -442,7 +445,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         )
     sums = task.evaluate(model, 0, 1)
     result: dict[str, Any] = {k: v[0] / max(v[1], 1e-12) for k, v in sums.items()}
-    if name == "lm":
+    if isinstance(task, LMTask):
         result["unigram_entropy_baseline"] = task.baseline()
         result["context_len"] = task.context_len
         if not tt.is_byte:  # per-byte figures, comparable with byte-level runs

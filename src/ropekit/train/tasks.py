@@ -163,7 +163,7 @@ class LMTask:
             count += y[i : i + 16].numel()
             if self.token_bytes is not None:
                 nbytes += int(self.token_bytes[y[i : i + 16]].sum())
-        out = {"loss": (total, count)}
+        out: dict[str, tuple[float, float]] = {"loss": (total, count)}
         if self.token_bytes is not None:
             out["loss_per_byte"] = (total, nbytes)
         return out
