@@ -13,19 +13,43 @@ from ropekit import apply_rotary, apply_rotary_qk
 from ropekit.kernels import cpu, current_backend, use_backend
 
 
-def test_use_backend_nests_and_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ROPEKIT_BACKEND", "eager")
-    assert current_backend() == "eager"
-    with use_backend("reference"):
-        assert current_backend() == "reference"
-        with use_backend("cpp"):
+def test_use_backend_nests_and_is_an_enum() -> None:
+    from ropekit.kernels import Backend
+
+    assert current_backend() == "auto" and current_backend() is Backend.AUTO
+    with use_backend("reference") as chosen:
+        assert chosen is Backend.REFERENCE and current_backend() == "reference"
+        with use_backend(Backend.CPP):
             assert current_backend() == "cpp"
         assert current_backend() == "reference"
-    monkeypatch.setenv("ROPEKIT_BACKEND", "fast")
-    with pytest.raises(ValueError, match="ROPEKIT_BACKEND"):
-        current_backend()
+    assert current_backend() == "auto"
     with pytest.raises(ValueError, match="expected one of"), use_backend("cuda"):
         pass
+
+
+def test_use_backend_is_per_thread() -> None:
+    import threading
+
+    seen = []
+    with use_backend("eager"):
+        worker = threading.Thread(target=lambda: seen.append(current_backend()))
+        worker.start()
+        worker.join()
+    assert seen == ["auto"]  # a ContextVar: another thread does not see this block's choice
+
+
+def test_env_var_is_read_once_at_import_and_validated() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import ropekit.kernels as k; print(k.current_backend().value)"
+    env = {**os.environ, "ROPEKIT_BACKEND": "eager"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "eager"
+    env["ROPEKIT_BACKEND"] = "fast"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "ROPEKIT_BACKEND" in bad.stderr and "expected one of" in bad.stderr
 
 
 def test_no_compiler_falls_back_to_eager_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:

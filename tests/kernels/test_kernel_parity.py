@@ -179,8 +179,8 @@ def test_custom_ops_pass_opcheck(mode: str) -> None:
     case = make_case(torch.float32, mode, T=4, D=12, r=4)
     table = (case.cos, case.sin) if mode == "pos2d" else (case.cos[None, None], case.sin[None, None])
     q, k = case.q.clone().requires_grad_(), case.k.clone().requires_grad_()
-    torch.library.opcheck(ops.rotary_qk, (q, k, *table, case.positions, True, False, "cpp"))
-    torch.library.opcheck(ops.rotary_qk_, (case.q.clone(), case.k.clone(), *table, case.positions, False, False, "cpp"))
+    torch.library.opcheck(ops.rotary_qk, (q, k, *table, case.positions, True, False, 0, "cpp"))
+    torch.library.opcheck(ops.rotary_qk, (q, k, *table, case.positions, False, True, 3, "cpp"))  # slice, inverse
 
 
 @pytest.mark.parametrize("backend", ["cpp", "eager"])

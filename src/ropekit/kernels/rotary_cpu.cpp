@@ -1,17 +1,15 @@
-"""C++ source of the fused CPU rotary kernel, compiled on first use by :mod:`ropekit.kernels.cpu`.
-
-Legend: ``q: [B, Hq, T, D]``, ``k: [B, Hk, T, D]`` (any strides, unit stride on D), ``r = rotary_dim / 2``;
-``cos, sin: [Bc, Hc, Tc, r]`` (or fewer leading dims, right-aligned) with each leading size 1 (broadcast)
-or full, or, with ``positions: [Bp, T]`` int64,
-tables ``[L, r]`` whose row ``positions[b, t]`` is used for token t of batch b.
-
-One pass over the rows of q and then k (``at::parallel_for`` over ``B*Hq*T + B*Hk*T`` rows). Each row is widened
-to the compute type in registers (float for fp32/bf16/fp16, double for fp64), rotated, narrowed once on store
-(bf16 rounds to nearest even like torch), so a row is read once and written once: the memory floor.
-``conj`` rotates by minus the angle (the backward). In place when the output pointers equal the inputs.
-"""
-
-CPP_SOURCE = r"""
+// The fused CPU rotary kernel: a torch C++ extension compiled on first use by ropekit/kernels/cpu.py
+// (torch.utils.cpp_extension.load; build flags and cache name are set there). Shipped as package data.
+//
+// Legend: `q: [B, Hq, T, D]`, `k: [B, Hk, T, D]` (any strides, unit stride on D), `r = rotary_dim / 2`;
+// `cos, sin: [Bc, Hc, Tc, r]` (or fewer leading dims, right-aligned) with each leading size 1 (broadcast)
+// or full, or, with `positions: [Bp, T]` int64,
+// tables `[L, r]` whose row `positions[b, t]` is used for token t of batch b.
+//
+// One pass over the rows of q and then k (`at::parallel_for` over `B*Hq*T + B*Hk*T` rows). Each row is widened
+// to the compute type in registers (float for fp32/bf16/fp16, double for fp64), rotated, narrowed once on store
+// (bf16 rounds to nearest even like torch), so a row is read once and written once: the memory floor.
+// `conj` rotates by minus the angle (the backward). In place when the output pointers equal the inputs.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cstdint>
@@ -413,7 +411,9 @@ bool rotary_qk(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out, at::T
                const at::Tensor& cos, const at::Tensor& sin, const c10::optional<at::Tensor>& positions,
                bool interleaved, bool conj, int64_t stream_min_bytes) {
   const bool with_pos = positions.has_value();
-  TORCH_CHECK(cos.is_contiguous() || !with_pos, "ropekit: tables must be contiguous with positions");
+  // With positions the tables are [L, r] rows of any row stride (a vLLM cos_sin_cache is read as two column
+  // halves of one [L, 2r] tensor), unit stride within a row.
+  TORCH_CHECK(!with_pos || (cos.dim() == 2 && cos.stride(1) == 1), "ropekit: tables must be [L, r], unit stride");
   TORCH_CHECK(cos.strides() == sin.strides() && cos.sizes() == sin.sizes(), "ropekit: cos/sin views must match");
   Side sides[2];
   int n = 0;
@@ -430,4 +430,7 @@ bool rotary_qk(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out, at::T
   else TORCH_CHECK(false, "ropekit: unsupported dtype ", dt);
   return stream;
 }
-"""
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("rotary_qk", &rotary_qk, "Rotate q into q_out and k into k_out; returns whether streaming stores ran");
+}
