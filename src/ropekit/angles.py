@@ -13,9 +13,22 @@ import math
 
 import torch
 
-__all__ = ["check_positions", "position_angles", "wrap_angles"]
+__all__ = [
+    "EXACT_POSITION_LIMIT",
+    "check_cu_seqlens",
+    "check_exact_range",
+    "check_positions",
+    "position_angles",
+    "varlen_positions",
+    "wrap_angles",
+]
 
 _TWO_PI = 2 * math.pi
+
+# |position| < 2**29: a 29-bit integer times a float32 frequency (24-bit significand) is exact in float64 (53 bits),
+# so the float64 reduction is within one float32 rounding of the true angle. Beyond, the product rounds (2**40 was
+# off by 3.9e-5 rad, 2**62 by 2 rad), so :func:`check_exact_range` refuses such positions.
+EXACT_POSITION_LIMIT = 1 << 29
 
 
 def check_positions(
@@ -90,3 +103,63 @@ def position_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Te
     """
     angles = positions.to(torch.float64).unsqueeze(-1) * inv_freq.to(torch.float64)  # [..., r], exact for ints
     return wrap_angles(angles)
+
+
+def check_exact_range(positions: torch.Tensor, *, name: str = "positions") -> None:
+    """Refuse positions whose angles :func:`position_angles` cannot form exactly: ``|p| >= 2**29``.
+
+    Reads the extreme values (one host sync); skipped while ``torch.compile`` traces and on meta tensors.
+    """
+    if (
+        positions.is_floating_point()
+        or not positions.numel()
+        or positions.device.type == "meta"
+        or torch.compiler.is_compiling()
+        or (positions.dtype in (torch.int8, torch.uint8, torch.int16))
+    ):
+        return
+    lo, hi = int(positions.min()), int(positions.max())
+    if hi >= EXACT_POSITION_LIMIT or lo <= -EXACT_POSITION_LIMIT:
+        raise ValueError(
+            f"{name} range over [{lo}, {hi}]; rotation angles are exact only for |position| < 2**29 "
+            f"({EXACT_POSITION_LIMIT}): a larger integer times a float32 frequency rounds in float64 (2**40 is off by "
+            "4e-5 rad, 2**62 by 2 rad). Rebase positions (RoPE is relative: subtract a common offset)"
+        )
+
+
+def check_cu_seqlens(cu_seqlens: object, total: int, *, name: str = "cu_seqlens") -> torch.Tensor:
+    """Check flash-attention style cumulative sequence lengths ``[n_seq + 1]`` (0, ..., total); return them.
+
+    Value checks (starts at 0, non-decreasing, ends at ``total``) read the tensor: eager only.
+    """
+    if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise ValueError(
+            f"{name} must be an int32/int64 tensor [n_seq + 1], got {type(cu_seqlens).__name__}"
+            + (f" of {cu_seqlens.dtype}" if isinstance(cu_seqlens, torch.Tensor) else "")
+        )
+    if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
+        raise ValueError(f"{name} must be [n_seq + 1] with n_seq >= 1, got shape {tuple(cu_seqlens.shape)}")
+    if cu_seqlens.device.type != "meta" and not torch.compiler.is_compiling():
+        first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+        if first != 0 or last != total or bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
+            raise ValueError(
+                f"{name} must start at 0, never decrease and end at the token count {total}, got "
+                f"{cu_seqlens.tolist() if cu_seqlens.numel() <= 16 else f'[{first}, ..., {last}]'}"
+            )
+    return cu_seqlens
+
+
+def varlen_positions(cu_seqlens: torch.Tensor, total: int, offsets: int | torch.Tensor = 0) -> torch.Tensor:
+    """Per-token positions of packed sequences: ``[total]`` int64, restarting at ``offsets[s]`` for sequence s.
+
+    Token t of sequence s (``cu_seqlens[s] <= t < cu_seqlens[s + 1]``) gets ``t - cu_seqlens[s] + offsets[s]``
+    (flash-attention's varlen rotary with ``seqlen_offsets``). ``offsets``: an int or ``[n_seq]`` integers.
+    No validation (see :func:`check_cu_seqlens`).
+    """
+    cu = cu_seqlens.to(torch.int64)
+    tok = torch.arange(total, device=cu.device)  # [total]
+    seq = torch.searchsorted(cu[1:], tok, right=True).clamp_(max=cu.shape[0] - 2)  # sequence of each token
+    pos = tok - cu[seq]
+    if isinstance(offsets, torch.Tensor):
+        return pos + offsets.to(device=cu.device, dtype=torch.int64)[seq]
+    return pos + int(offsets) if offsets else pos

@@ -13,7 +13,7 @@ k of different dtypes or ranks, or layouts that would need a copy. That form is 
 
 In place: what is written has its version counter bumped (autograd's "modified by an inplace operation" check
 sees it); a tensor with internally overlapping memory, or q and k sharing an element, is refused; q and k that
-require grad go through :class:`~ropekit.kernels.ops.RotaryQKInplace` (backward: the rotation by minus the
+require grad go through :class:`~ropekit.kernels.ops.RotaryInplace` (backward: the rotation by minus the
 angle). Under ``torch.compile`` in place is the out-of-place op followed by ``copy_`` (see ``docs/kernels.md``).
 """
 
@@ -138,8 +138,15 @@ def _rotate(q, k, cos, sin, positions, interleaved: bool, inplace: bool, offset:
             q4.copy_(q_out)
             if k is not None:
                 k4.copy_(k_out)
-        elif needs_grad:
-            ops.RotaryQKInplace.apply(q4, k4, c, s, pos, interleaved, conj, offset, name)
+        elif needs_grad:  # one Function per tensor that requires grad (autograd: one output per in-place view)
+            for t, t4 in ((q, q4), (k, k4)):
+                if t is None:
+                    continue
+                if t.requires_grad:
+                    ops.RotaryInplace.apply(t4, c, s, pos, interleaved, conj, offset, name)
+                else:
+                    ops.run(name, t4, ops.no_rows(t4), t4, ops.no_rows(t4), c, s, pos, interleaved, conj, offset)
+                    torch.autograd.graph.increment_version(t)
         else:
             ops.run(name, q4, k4, q4, k4, c, s, pos, interleaved, conj, offset)
             torch.autograd.graph.increment_version(q if k is None else (q, k))  # the kernel wrote behind autograd

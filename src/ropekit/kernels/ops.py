@@ -12,8 +12,8 @@ others pass through (out of place) or are left alone (in place).
   sin and positions are saved.
 - :class:`RotaryQK`: the same forward and backward as a plain ``autograd.Function`` for eager autograd (calling
   the custom op costs 12 us before any work; the Function a few).
-- :class:`RotaryQKInplace`: eager in-place rotation of tensors that require grad (``mark_dirty``); its backward
-  rotates the incoming gradient by minus the angle, in place when that gradient is a plain writable tensor.
+- :class:`RotaryInplace`: eager in-place rotation of a tensor that requires grad (``mark_dirty``); its backward
+  rotates the incoming gradient by minus the angle into a new tensor (never over the incoming buffer).
 
 Under ``torch.compile`` in-place calls run ``ropekit::rotary_qk`` and copy the result back (see
 ``docs/kernels.md``, "In place under torch.compile"): a mutating custom op on two strided views of one buffer was
@@ -27,7 +27,7 @@ import torch
 
 from ropekit.kernels import cpu
 
-__all__ = ["RotaryQK", "RotaryQKInplace", "rotary_qk", "rotate_torch", "run"]
+__all__ = ["RotaryInplace", "RotaryQK", "rotary_qk", "rotate_torch", "run"]
 
 
 def _gather(cos: torch.Tensor, positions: torch.Tensor | None, x_dim: int) -> torch.Tensor:
@@ -152,41 +152,40 @@ class RotaryQK(torch.autograd.Function):
         return gq, gk, None, None, None, None, None, None, None
 
 
-def _writable(g: torch.Tensor) -> bool:
-    """Whether a gradient may be overwritten: unit stride on D and no two elements sharing memory."""
-    from ropekit.kernels.overlap import has_internal_overlap
+class RotaryInplace(torch.autograd.Function):
+    """In-place rotation of one tensor inside autograd (eager): ``x`` is marked dirty and returned.
 
-    return g.dim() == 4 and g.stride(-1) == 1 and not has_internal_overlap(g)
-
-
-class RotaryQKInplace(torch.autograd.Function):
-    """In-place rotation of q and k inside autograd (eager): q and k are marked dirty and returned.
-
-    The backward rotates the incoming gradients by minus the angle, in place when they are writable (no stride-0
-    or other shared memory; autograd hands a Function its own gradient buffers), else into new tensors. Nothing
-    but the tables is saved, as in flash-attention's and Liger's in-place rotary.
+    One tensor per Function: autograd refuses a Function that modifies a view in place and returns more than one
+    tensor, and q and k are usually views (of a packed projection, or of the transposes that make the
+    ``[B, H, T, D]`` view). The backward rotates the incoming gradient by minus the angle into a new tensor (the
+    incoming buffer may be shared with another consumer, so it is never overwritten). Nothing but the tables is
+    saved.
     """
 
     @staticmethod
-    def forward(ctx, q, k, cos, sin, positions, interleaved: bool, conj: bool, offset: int, backend: str):
-        run(backend, q, k, q, k, cos, sin, positions, interleaved, conj, offset)
-        ctx.mark_dirty(q, k)
+    def forward(ctx, x, cos, sin, positions, interleaved: bool, conj: bool, offset: int, backend: str):
+        run(backend, x, no_rows(x), x, no_rows(x), cos, sin, positions, interleaved, conj, offset)
+        ctx.mark_dirty(x)
         ctx.save_for_backward(cos, sin, positions)
         ctx.flags = (interleaved, conj, offset, backend)
-        return q, k
+        return x
 
     @staticmethod
-    def backward(ctx, grad_q, grad_k):
+    def backward(ctx, grad):
         cos, sin, positions = ctx.saved_tensors
         interleaved, conj, offset, backend = ctx.flags
         if torch.is_grad_enabled():  # create_graph=True: differentiable, out of place
-            gq, gk = RotaryQK.apply(
-                grad_q.contiguous(), grad_k.contiguous(), cos, sin, positions, interleaved, not conj, offset, backend
-            )
-            return gq, gk, None, None, None, None, None, None, None
-        gq = grad_q if _writable(grad_q) else grad_q.contiguous().clone()
-        gk = grad_k if _writable(grad_k) else grad_k.contiguous().clone()
-        if gk.data_ptr() == gq.data_ptr() and gk.numel():
-            gk = gk.clone()
-        run(backend, gq, gk, gq, gk, cos, sin, positions, interleaved, not conj, offset)
-        return gq, gk, None, None, None, None, None, None, None
+            g, _ = RotaryQK.apply(grad.contiguous(), no_rows(grad), cos, sin, positions, interleaved, not conj,
+                                  offset, backend)  # fmt: skip
+            return g, None, None, None, None, None, None, None
+        # Out of place on purpose: autograd may hand the same gradient buffer to another consumer (``q + x`` gives
+        # x's AccumulateGrad the very tensor passed here), which an in-place rotation would corrupt (tested).
+        grad = grad.contiguous()
+        g = torch.empty_like(grad)
+        run(backend, grad, no_rows(grad), g, no_rows(g), cos, sin, positions, interleaved, not conj, offset)
+        return g, None, None, None, None, None, None, None
+
+
+def no_rows(x: torch.Tensor) -> torch.Tensor:
+    """A ``[1, 1, 0, D]`` tensor: the k of a q-only call."""
+    return x.new_empty(1, 1, 0, x.shape[-1])
