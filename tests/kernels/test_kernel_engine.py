@@ -240,3 +240,40 @@ def test_round_trip_inverse_and_varlen_equals_positions() -> None:
     torch.testing.assert_close(y, apply_rotary(x, cos, sin, layout="thd", positions=pos), rtol=0, atol=0)
     back = apply_rotary(y, cos, sin, layout="thd", positions=pos, inverse=True)
     torch.testing.assert_close(back, x, rtol=0, atol=1e-6)  # float32 tables: cos^2 + sin^2 = 1 to ~1e-7
+
+
+COMPILED = [
+    next(s for s in SPECS if s.layout == "thd" and s.mode == "cu_tensor"),
+    next(s for s in SPECS if s.layout == "bthd" and s.mode == "tensor" and s.packed),
+]
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("spec", COMPILED, ids=lambda s: f"{s.seed}-{s.layout}-{s.mode}")
+def test_compiled_matrix_cases(spec: Spec, dynamic: bool) -> None:
+    """Cases of the matrix through ``torch.compile(fullgraph=True)`` (aot_eager: the custom op's fake and autograd
+    registrations; inductor is covered by the in-place tests), forward and backward."""
+    D, r = shapes(spec)
+    offset = D - 2 * r if spec.rot == "slice" else 0
+    cos, sin, kw, pos = call_args(spec, r)
+    leaves, views = make_buffers(spec, D)
+    leaves = [t.requires_grad_() for t in leaves]
+
+    def step(*bufs):
+        work = [t.clone() for t in bufs]
+        q, k = views(*work)
+        return apply_rotary_qk(
+            q, k, cos, sin, interleaved=spec.interleaved, inplace=spec.inplace, rotary_offset=offset, **kw
+        )
+
+    torch._dynamo.reset()
+    oq, ok = torch.compile(step, fullgraph=True, dynamic=dynamic, backend="aot_eager")(*leaves)
+    rq, rk = (oracle(t, spec, cos, sin, pos, offset, False) for t in views(*leaves))
+    assert_matches(oq.detach(), rq.detach())
+    assert_matches(ok.detach(), rk.detach())
+    g = torch.Generator().manual_seed(7)
+    gq, gk = torch.randn(oq.shape, generator=g).to(spec.dtype), torch.randn(ok.shape, generator=g).to(spec.dtype)
+    for a, b in zip(
+        torch.autograd.grad((oq, ok), leaves, (gq, gk)), torch.autograd.grad((rq, rk), leaves, (gq, gk)), strict=True
+    ):
+        assert_matches(a, b)
