@@ -69,3 +69,25 @@ def test_learned_frequencies_get_gradients():
     positions = torch.arange(5.0)[:, None]  # d/df [cos(m f) + sin(m f)] = m (cos - sin)
     expected = (positions * (cos.detach() - sin.detach())).sum(0)
     torch.testing.assert_close(inv.grad, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_exact_up_to_2_pow_29_and_refused_beyond():
+    """The angle of the largest accepted position is exact to float32 rounding (truth from Python's exact rational
+    arithmetic); 2**29 and beyond (where the float64 product rounds) raise instead of drifting silently."""
+    from fractions import Fraction
+
+    inv, _ = rope_frequencies(None, head_dim=16)
+    top = 2**29 - 1
+    got = rope_angles(inv, torch.tensor([top, -top]))
+    two_pi = Fraction(2 * 314159265358979323846264338327950288419716939937510, 10**50)
+    for j in range(inv.numel()):
+        exact = Fraction(top) * Fraction(float(inv[j]))
+        turns = round(exact / two_pi)
+        want = float(exact - turns * two_pi)
+        assert abs(float(got[0, j]) - want) <= 4e-7, j
+        assert abs(float(got[1, j]) + want) <= 4e-7, j
+    for bad in (2**29, 2**40, 2**62, -(2**29)):
+        with pytest.raises(ValueError, match=r"exact only for \|position\| < 2\*\*29"):
+            rope_angles(inv, torch.tensor([0, bad]))
+        with pytest.raises(ValueError, match="2\\*\\*29"):
+            rope_cos_sin(inv, torch.tensor([bad]))
