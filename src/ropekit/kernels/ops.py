@@ -119,9 +119,7 @@ def _setup_context(ctx, inputs, output) -> None:
 def _backward(ctx, grad_q, grad_k):
     cos, sin, positions = ctx.saved_tensors
     interleaved, conj, offset, backend = ctx.flags
-    gq, gk = rotary_qk(
-        grad_q.contiguous(), grad_k.contiguous(), cos, sin, positions, interleaved, not conj, offset, backend
-    )
+    gq, gk = rotary_qk(_rows(grad_q), _rows(grad_k), cos, sin, positions, interleaved, not conj, offset, backend)
     return gq, gk, None, None, None, None, None, None, None
 
 
@@ -143,7 +141,7 @@ class RotaryQK(torch.autograd.Function):
     def backward(ctx, grad_q, grad_k):
         cos, sin, positions = ctx.saved_tensors
         interleaved, conj, offset, backend = ctx.flags
-        grad_q, grad_k = grad_q.contiguous(), grad_k.contiguous()
+        grad_q, grad_k = _rows(grad_q), _rows(grad_k)
         if torch.is_grad_enabled():  # create_graph=True: the backward must itself be differentiable
             gq, gk = RotaryQK.apply(grad_q, grad_k, cos, sin, positions, interleaved, not conj, offset, backend)
         else:  # the usual backward: the same body called directly, no second Function node
@@ -175,15 +173,21 @@ class RotaryInplace(torch.autograd.Function):
         cos, sin, positions = ctx.saved_tensors
         interleaved, conj, offset, backend = ctx.flags
         if torch.is_grad_enabled():  # create_graph=True: differentiable, out of place
-            g, _ = RotaryQK.apply(grad.contiguous(), no_rows(grad), cos, sin, positions, interleaved, not conj,
+            g, _ = RotaryQK.apply(_rows(grad), no_rows(grad), cos, sin, positions, interleaved, not conj,
                                   offset, backend)  # fmt: skip
             return g, None, None, None, None, None, None, None
         # Out of place on purpose: autograd may hand the same gradient buffer to another consumer (``q + x`` gives
         # x's AccumulateGrad the very tensor passed here), which an in-place rotation would corrupt (tested).
-        grad = grad.contiguous()
+        grad = _rows(grad)
         g = torch.empty_like(grad)
         run(backend, grad, no_rows(grad), g, no_rows(g), cos, sin, positions, interleaved, not conj, offset)
         return g, None, None, None, None, None, None, None
+
+
+def _rows(g: torch.Tensor) -> torch.Tensor:
+    """A gradient as the kernels take it: any strides with unit stride on D (a [B, T, H, D] gradient of a
+    ``layout="bthd"`` output is read where it is; ``contiguous()`` would copy it to [B, H, T, D] order)."""
+    return g if g.stride(-1) == 1 else g.contiguous()
 
 
 def no_rows(x: torch.Tensor) -> torch.Tensor:
