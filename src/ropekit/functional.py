@@ -245,7 +245,7 @@ def _from_bhtd(x: torch.Tensor, layout: str) -> torch.Tensor:
         return x.transpose(1, 2)
     if layout == "tbhd":
         return x.permute(2, 0, 1, 3)
-    return x[0].transpose(0, 1)
+    return x.squeeze(0).transpose(0, 1)  # squeeze, not [0]: select's backward would zero-fill and copy
 
 
 def _positions_for(x4, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, name):
