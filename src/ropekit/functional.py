@@ -318,6 +318,8 @@ def _prepare_call(x, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, ro
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"{name} must be [..., T, head_dim] with at least 2 dims, got shape {tuple(x.shape)}")
     x4 = _to_bhtd(x, layout, name)
     cos, sin, pos = _positions_for(x4, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, name)
     if rotary_offset:

@@ -95,11 +95,20 @@ def _prepare(q, k, cos, sin, positions):
 
 
 def check_inplace(q: torch.Tensor, k: torch.Tensor | None) -> None:
-    """Refuse in-place writes that would silently go wrong: shared memory within q or k, or between them.
+    """Refuse in-place writes torch forbids (a leaf that requires grad) or that would silently go wrong: shared
+    memory within q or k, or between them.
 
     Eager only (strides are symbolic while ``torch.compile`` traces; there ``copy_`` applies torch's own rules).
     """
     for name, t in (("q", q), ("k", k)):
+        if t is not None and t.requires_grad and torch.is_grad_enabled():
+            root = t if t._base is None else t._base
+            if root.is_leaf:
+                raise ValueError(
+                    f"inplace=True cannot overwrite {name}: it is a leaf tensor that requires grad (or a view of one), "
+                    "which torch forbids to modify in place. Rotate a non-leaf (e.g. the projection's output) in "
+                    "place, or use inplace=False"
+                )
         if t is not None and has_internal_overlap(t):
             raise ValueError(
                 f"inplace=True cannot rotate {name}: some of its elements share memory (an expanded or stride-0 "
