@@ -322,15 +322,19 @@ def _prepare_call(x, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, ro
         raise ValueError(f"{name} must be [..., T, head_dim] with at least 2 dims, got shape {tuple(x.shape)}")
     x4 = _to_bhtd(x, layout, name)
     cos, sin, pos = _positions_for(x4, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, name)
+    if layout == "thd" and isinstance(pos, torch.Tensor) and pos.dim() == 1:
+        pos = pos.unsqueeze(0)  # [1, total]: the one "batch" row of the [1, H, total, D] view
+    _check_call(x4, cos, sin, pos, rotary_offset, name)
+    return x4, cos, sin, pos
+
+
+def _check_call(x4, cos, sin, pos, rotary_offset: int, name: str) -> None:
     if rotary_offset:
         _check_slice(x4.shape[-1], cos, rotary_offset, name)
         # Validate widths on the rotated slice: the features outside it pass through.
         _check_rotary_args(x4[..., rotary_offset:], cos, sin, pos, name)
     else:
         _check_rotary_args(x4, cos, sin, pos, name)
-    if layout == "thd" and pos is not None and pos.dim() == 1:
-        pos = pos.unsqueeze(0)  # [1, total]: the one "batch" row of the [1, H, total, D] view
-    return x4, cos, sin, pos
 
 
 def apply_rotary(
@@ -412,7 +416,12 @@ def apply_rotary_qk(
     rotated more than once. Under ``torch.compile`` it is computed out of place and copied back.
     """
     q4, cq, sq, pos = _prepare_call(q, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, rotary_offset, "q")
-    k4, _, _, _ = _prepare_call(k, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, rotary_offset, "k")
+    if not isinstance(k, torch.Tensor):
+        raise TypeError(f"k must be a torch.Tensor, got {type(k).__name__}")
+    if k.dim() < 2:
+        raise ValueError(f"k must be [..., T, head_dim] with at least 2 dims, got shape {tuple(k.shape)}")
+    k4 = _to_bhtd(k, layout, "k")
+    _check_call(k4, cq, sq, pos, rotary_offset, "k")  # q's resolved tables and positions (built once)
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must have the same head_dim, got {q.shape[-1]} and {k.shape[-1]}")
     out_q, out_k = dispatch.apply_rotary_qk(
