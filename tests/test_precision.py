@@ -71,23 +71,22 @@ def test_learned_frequencies_get_gradients():
     torch.testing.assert_close(inv.grad, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_exact_up_to_2_pow_29_and_refused_beyond():
-    """The angle of the largest accepted position is exact to float32 rounding (truth from Python's exact rational
-    arithmetic); 2**29 and beyond (where the float64 product rounds) raise instead of drifting silently."""
+def test_exact_at_every_int64_position():
+    """Angles within one float32 rounding (plus 1e-8) of the truth, from Python's exact rational arithmetic, below
+    2**29 (one float64 reduction) and beyond it up to the int64 limits (the digit-split reduction)."""
     from fractions import Fraction
 
-    inv, _ = rope_frequencies(None, head_dim=16)
-    top = 2**29 - 1
-    got = rope_angles(inv, torch.tensor([top, -top]))
-    two_pi = Fraction(2 * 314159265358979323846264338327950288419716939937510, 10**50)
-    for j in range(inv.numel()):
-        exact = Fraction(top) * Fraction(float(inv[j]))
-        turns = round(exact / two_pi)
-        want = float(exact - turns * two_pi)
-        assert abs(float(got[0, j]) - want) <= 4e-7, j
-        assert abs(float(got[1, j]) + want) <= 4e-7, j
-    for bad in (2**29, 2**40, 2**62, -(2**29)):
-        with pytest.raises(ValueError, match=r"exact only for \|position\| < 2\*\*29"):
-            rope_angles(inv, torch.tensor([0, bad]))
-        with pytest.raises(ValueError, match="2\\*\\*29"):
-            rope_cos_sin(inv, torch.tensor([bad]))
+    inv, _ = rope_frequencies(None, head_dim=64)
+    positions = torch.tensor(
+        [2**29 - 1, -(2**29) + 1, 2**29, 2**40, 2**40 + 12345, 2**62, -(2**62), 2**63 - 1, -(2**63)]
+    )
+    got = rope_angles(inv, positions)
+    two_pi = Fraction(2 * 314159265358979323846264338327950288419716939937510582097494459, 10**62)
+    for i, p in enumerate(positions.tolist()):
+        for j in range(inv.numel()):
+            exact = Fraction(p) * Fraction(float(inv[j]))
+            want = float(exact - round(exact / two_pi) * two_pi)
+            assert abs(float(got[i, j]) - want) <= 1.2e-7 + 1e-8, (p, j)
+    cos, sin = rope_cos_sin(inv, positions)
+    torch.testing.assert_close(cos, got.cos(), rtol=0, atol=1e-7)
+    torch.testing.assert_close(sin, got.sin(), rtol=0, atol=1e-7)

@@ -15,8 +15,9 @@ import torch
 
 from ropekit.angles import (
     check_cu_seqlens,
-    check_exact_range,
     check_positions,
+    exact_position_angles,
+    exceeds_exact_range,
     position_angles,
     varlen_positions,
     wrap_angles,
@@ -40,13 +41,16 @@ def rope_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor
     Precision: the product of an integer position and a float32 frequency is exact in float64 for
     ``|position| < 2**29``, and the reduction modulo 2 pi is done in float64 before narrowing to float32, so the
     angle is within one float32 rounding of the true one at every such position (float32 ``position * inv_freq``
-    is off by 6e-2 rad at 2**20). Positions at or beyond 2**29 raise a ``ValueError`` (their product would round:
-    2**40 was off by 3.9e-5 rad, 2**62 by 2 rad); the check reads the positions, so it is skipped while
-    ``torch.compile`` traces. The frequencies themselves are taken as the float32 numbers given.
+    is off by 6e-2 rad at 2**20). Integer positions at or beyond 2**29 (where that product rounds: 2**40 was off
+    by 3.9e-5 rad, 2**62 by 2 rad) go through :func:`ropekit.angles.exact_position_angles`, which splits them
+    into 21-bit digits: within one float32 rounding plus 1e-8 rad for every int64 position. That choice reads the
+    positions' extremes, so under ``torch.compile``, and when ``inv_freq`` requires grad, positions must stay
+    below 2**29 (beyond it the float64 product rounds as above). The frequencies are the float32 numbers given.
     """
     check_positions(positions)
-    check_exact_range(positions)
     _check_inv_freq(inv_freq)
+    if not inv_freq.requires_grad and exceeds_exact_range(positions):
+        return exact_position_angles(inv_freq, positions)
     return position_angles(inv_freq, positions)  # [..., r] in [-pi, pi]
 
 
@@ -60,8 +64,8 @@ def rope_cos_sin(
     """``cos`` and ``sin`` tables for integer positions, each ``[*positions.shape, r]``.
 
     Positions may be any integer tensor: ``arange(T)``, per-batch ``[B, T]`` (offsets, left padding, packed
-    sequences with restarting positions) or anything else, ``|position| < 2**29`` (larger ones raise, see
-    :func:`rope_angles`). Accurate to 2e-6 absolute against float64 at positions up to 2**24.
+    sequences with restarting positions) or anything else, up to the int64 range (see :func:`rope_angles`).
+    Accurate to 2e-6 absolute against float64 at positions up to 2**24.
     ``attention_factor`` multiplies both (YaRN/LongRoPE's temperature, as transformers does).
     The result is cast to ``dtype`` last.
 
@@ -75,9 +79,9 @@ def rope_cos_sin(
     if not (isinstance(attention_factor, (int, float)) and math.isfinite(attention_factor)):
         raise ValueError(f"attention_factor must be a finite number, got {attention_factor!r}")
     check_positions(positions)
-    check_exact_range(positions)
     _check_inv_freq(inv_freq)
     simple = inv_freq.requires_grad or positions.device.type == "meta" or torch.compiler.is_compiling()
+    simple = simple or exceeds_exact_range(positions)  # beyond 2**29: rope_angles' digit-split reduction
     if simple:  # differentiable in inv_freq (learned frequencies), traceable, shape-only on meta
         angles = rope_angles(inv_freq, positions)  # [..., r] float32 in [-pi, pi]
         cos, sin = torch.cos(angles), torch.sin(angles)
