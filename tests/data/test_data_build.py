@@ -21,30 +21,25 @@ def test_plain_body_without_headers(build_script) -> None:
 
 
 def test_quoted_printable_and_charset(build_script) -> None:
-    raw = (
-        HEAD + b"Content-Type: text/plain; charset=iso-8859-1\n"
-        b"Content-Transfer-Encoding: quoted-printable\n\nCaf=E9 cr=E8me =\nbr=FBl=E9e, 1+1=3D2\n"
-    )
+    raw = (HEAD + b"Content-Type: text/plain; charset=iso-8859-1\n"
+           b"Content-Transfer-Encoding: quoted-printable\n\nCaf=E9 cr=E8me =\nbr=FBl=E9e, 1+1=3D2\n")
     assert build_script.extract_body(raw).text == "Café crème brûlée, 1+1=2"
 
 
 def test_multipart_prefers_plain_and_decodes_base64(build_script) -> None:
     plain = base64.b64encode("naïve plain text".encode())
-    raw = (
-        HEAD + b'MIME-Version: 1.0\nContent-Type: multipart/alternative; boundary="B"\n\n'
-        b"preamble\n--B\nContent-Type: text/html\n\n<p>html version</p>\n"
-        b"--B\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n" + plain + b"\n--B--\n"
-    )
+    raw = (HEAD + b'MIME-Version: 1.0\nContent-Type: multipart/alternative; boundary="B"\n\n'
+           b"preamble\n--B\nContent-Type: text/html\n\n<p>html version</p>\n"
+           b"--B\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n"
+           + plain + b"\n--B--\n")
     body = build_script.extract_body(raw)
     assert body.text == "naïve plain text" and body.source == "text/plain"
 
 
 def test_html_only_becomes_visible_text(build_script) -> None:
-    raw = (
-        HEAD + b"Content-Type: text/html\n\n<html><head><style>p {color: red}</style>"
-        b"<script>alert(1)</script></head><body><p>Buy&nbsp;now &amp; save!</p>"
-        b"<div>Click <a href='http://x'>here</a></div></body></html>\n"
-    )
+    raw = (HEAD + b"Content-Type: text/html\n\n<html><head><style>p {color: red}</style>"
+           b"<script>alert(1)</script></head><body><p>Buy&nbsp;now &amp; save!</p>"
+           b"<div>Click <a href='http://x'>here</a></div></body></html>\n")
     body = build_script.extract_body(raw)
     assert body.source == "text/html"
     assert body.text == "Buy now & save!\n\nClick here"
@@ -52,37 +47,29 @@ def test_html_only_becomes_visible_text(build_script) -> None:
 
 def test_charset_inherited_from_container(build_script) -> None:
     text = "中文正文"
-    raw = (
-        HEAD + b'Content-Type: multipart/mixed; boundary="Z"; charset="GB2312"\n\n'
-        b"--Z\nContent-Type: text/plain\n\n" + text.encode("gb2312") + b"\n--Z--\n"
-    )
+    raw = (HEAD + b'Content-Type: multipart/mixed; boundary="Z"; charset="GB2312"\n\n'
+           b"--Z\nContent-Type: text/plain\n\n" + text.encode("gb2312") + b"\n--Z--\n")
     assert build_script.extract_body(raw).text == text
 
 
 def test_lost_multipart_header_is_repaired(build_script) -> None:
-    raw = (
-        HEAD + b"\nThis is a multipart MIME message.\n\n--= Boundary 1\n"
-        b"Content-Type: text/plain\n\nreal text\n--= Boundary 1\nContent-Type: text/html\n\n"
-        b"<b>html</b>\n--= Boundary 1--\n"
-    )
+    raw = (HEAD + b"\nThis is a multipart MIME message.\n\n--= Boundary 1\n"
+           b"Content-Type: text/plain\n\nreal text\n--= Boundary 1\nContent-Type: text/html\n\n"
+           b"<b>html</b>\n--= Boundary 1--\n")
     body = build_script.extract_body(raw)
     assert body.text == "real text" and body.repairs == ("mime",)
 
 
 def test_broken_header_block_is_removed(build_script) -> None:
-    raw = (
-        HEAD + b"\nDATA\nMessage-ID: <1@x>\nFrom: a@b\nReceived: from x by y\nContent-Type: text/plain\n"
-        b"\nthe actual offer\n"
-    )
+    raw = (HEAD + b"\nDATA\nMessage-ID: <1@x>\nFrom: a@b\nReceived: from x by y\nContent-Type: text/plain\n"
+           b"\nthe actual offer\n")
     body = build_script.extract_body(raw)
     assert body.text == "the actual offer" and body.repairs == ("headers",)
 
 
 def test_quoted_headers_in_discussion_are_kept_but_x_spam_redacted(build_script) -> None:
-    raw = (
-        HEAD + b"\nLook at this one:\n\nReceived: from a by b\nX-Spam-Level: ****\n"
-        b"Subject: hi\n\nWhat do you think of X-Spam-Status?\n"
-    )
+    raw = (HEAD + b"\nLook at this one:\n\nReceived: from a by b\nX-Spam-Level: ****\n"
+           b"Subject: hi\n\nWhat do you think of X-Spam-Status?\n")
     body = build_script.extract_body(raw)
     assert body.repairs == ()
     assert body.text.startswith("Look at this one:\n\nReceived: from a by b\n[redacted-header]: ****")
@@ -90,9 +77,8 @@ def test_quoted_headers_in_discussion_are_kept_but_x_spam_redacted(build_script)
 
 
 def test_split_rule_keeps_duplicates_together(build_script) -> None:
-    records = [
-        {"id": f"g-{g}/{i:05d}", "group": f"g-{g}", "text": f"body {i % 40}"} for g in (1, 2) for i in range(100)
-    ]
+    records = [{"id": f"g-{g}/{i:05d}", "group": f"g-{g}", "text": f"body {i % 40}"}
+               for g in (1, 2) for i in range(100)]
     split = build_script.assign_spam_splits(records)
     by_text: dict[str, set[str]] = {}
     for r in records:

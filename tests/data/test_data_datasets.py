@@ -61,9 +61,7 @@ def test_spam_bad_split_name() -> None:
 
 HEADER_LINE = re.compile(
     r"^(From|Received|Subject|Return-Path|Delivered-To|Message-ID|To|Date|Content-Type|MIME-Version"
-    r"|X-[\w-]+):",
-    re.IGNORECASE,
-)
+    r"|X-[\w-]+):", re.IGNORECASE)
 
 
 def test_spam_headers_are_stripped() -> None:

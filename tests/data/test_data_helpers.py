@@ -26,14 +26,9 @@ def test_sotu_split_rule_is_fixed_and_by_speech() -> None:
     counts = {s: list(split_of.values()).count(s) for s in ("train", "validation", "test")}
     assert counts == {"train": 186, "validation": 23, "test": 24}
     # pinned assignments guard against accidental changes of the rule
-    pinned = {
-        "1790_george_washington": "train",
-        "1794_george_washington": "validation",
-        "1795_george_washington": "test",
-        "2013_barack_obama": "test",
-        "2018_donald_j_trump": "validation",
-        "2021_joseph_r_biden": "train",
-    }
+    pinned = {"1790_george_washington": "train", "1794_george_washington": "validation",
+              "1795_george_washington": "test", "2013_barack_obama": "test", "2018_donald_j_trump":
+              "validation", "2021_joseph_r_biden": "train"}
     assert {sid: split_of[sid] for sid in pinned} == pinned
 
 

@@ -107,7 +107,8 @@ def test_malformed_sotu_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_malformed_spam_label(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "spam_assassin.jsonl.xz"
-    row = {"id": "spam-1/1", "group": "spam-1", "label": "ham", "split": "train", "source": "raw", "text": ""}
+    row = {"id": "spam-1/1", "group": "spam-1", "label": "ham", "split": "train", "source": "raw",
+           "text": ""}
     _write_jsonl_xz(path, [row])
     _trust(monkeypatch, path, records=1)
     with pytest.raises(DataError, match="does not match group"):

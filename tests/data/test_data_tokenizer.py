@@ -28,13 +28,7 @@ def test_byte_specials() -> None:
     tok = ByteTokenizer()
     assert isinstance(tok, Tokenizer)
     assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.sep_id, tok.mask_id, tok.vocab_size) == (
-        256,
-        257,
-        258,
-        259,
-        260,
-        261,
-    )
+        256, 257, 258, 259, 260, 261)
     assert tok.decode([tok.bos_id, *tok.encode("héllo ✓"), tok.eos_id, tok.pad_id]) == "héllo ✓"
     assert tok.decode(tok.encode("€")[:2]) == "\ufffd"  # cut mid-character: replaced, not an error
     with pytest.raises(ValueError, match="out of range"):

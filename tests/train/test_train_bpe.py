@@ -162,28 +162,8 @@ def test_cli_bpe_run_saves_and_reuses_its_tokenizer(tmp_path, small_corpora, mon
 
 def test_missing_or_corrupt_tokenizer_file_is_a_clear_error(tmp_path, small_corpora, capsys):
     out = tmp_path / "s2s"
-    assert (
-        main(
-            [
-                "train",
-                "seq2seq",
-                "--out",
-                str(out),
-                "--max-span",
-                "10",
-                "--steps",
-                "2",
-                "--eval-every",
-                "2",
-                "--tokenizer",
-                "bpe",
-                "--bpe-vocab-size",
-                "300",
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    assert main(["train", "seq2seq", "--out", str(out), "--max-span", "10", "--steps", "2", "--eval-every", "2",
+                 "--tokenizer", "bpe", "--bpe-vocab-size", "300", *TINY]) == 0
     capsys.readouterr()
     tok_file = out / "tokenizer.json"
     good = tok_file.read_bytes()
@@ -223,26 +203,8 @@ def test_byte_default_is_unchanged(tmp_path, small_corpora, trained_texts, capsy
     task = LMTask.sotu(16, 4)
     assert "tokenizer" not in task.spec() and task.vocab_size == 261 and not trained_texts
     out = tmp_path / "byte"
-    assert (
-        main(
-            [
-                "train",
-                "lm",
-                "--out",
-                str(out),
-                "--context-len",
-                "16",
-                "--eval-windows",
-                "4",
-                "--steps",
-                "2",
-                "--eval-every",
-                "2",
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    assert main(["train", "lm", "--out", str(out), "--context-len", "16", "--eval-windows", "4", "--steps", "2",
+                 "--eval-every", "2", *TINY]) == 0
     assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["final_eval"]) == {"loss"}
     config = json.loads((out / "config.json").read_text())
     assert config["tokenizer"] == {"kind": "byte"} and "tokenizer" not in config["task"]
@@ -258,28 +220,8 @@ def test_byte_default_is_unchanged(tmp_path, small_corpora, trained_texts, capsy
 
 def test_cli_classify_with_bpe_trains_on_train_mails_and_evaluates(tmp_path, small_corpora, trained_texts, capsys):
     out = tmp_path / "cls"
-    assert (
-        main(
-            [
-                "train",
-                "classify",
-                "--out",
-                str(out),
-                "--seq-len",
-                "24",
-                "--steps",
-                "2",
-                "--eval-every",
-                "0",
-                "--tokenizer",
-                "bpe",
-                "--bpe-vocab-size",
-                "300",
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    assert main(["train", "classify", "--out", str(out), "--seq-len", "24", "--steps", "2", "--eval-every", "0",
+                 "--tokenizer", "bpe", "--bpe-vocab-size", "300", *TINY]) == 0
     assert trained_texts == [[m.text for m in _small_spam("train")]]
     record = json.loads((out / "config.json").read_text())["tokenizer"]
     assert record["trained_on"] == "spam train split: 40 texts" and (out / "tokenizer.json").is_file()
