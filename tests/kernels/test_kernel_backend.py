@@ -9,7 +9,7 @@ import pytest
 import torch
 from kernel_helpers import assert_matches, make_case, reference_qk
 
-from ropekit import apply_rotary, apply_rotary_qk
+from ropekit import apply_rotary, apply_rotary_qk, rope_cos_sin
 from ropekit.kernels import cpu, current_backend, use_backend
 
 
@@ -111,3 +111,28 @@ def test_broadcast_fast_path_agrees_with_torch() -> None:
         except RuntimeError:
             expected = False
         assert _broadcasts_onto(torch.Size(c), torch.Size(x)) == expected, (x, c)
+
+
+def test_backend_is_a_graph_constant_under_compile_and_import_stays_light() -> None:
+    import subprocess
+    import sys
+
+    from ropekit.kernels import backend
+
+    def probe() -> int:
+        return 0
+
+    torch.compiler.assume_constant_result(probe)
+    assert probe._dynamo_marked_constant is True  # what backend._traced_backend carries without importing dynamo
+    assert backend._traced_backend._dynamo_marked_constant is True
+    code = "import sys, ropekit; print('torch._dynamo' in sys.modules, 'triton' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]  # import ropekit neither loads dynamo nor triton
+
+    cos, sin = rope_cos_sin(1.0 / 100 ** (torch.arange(4) / 4), torch.arange(8))
+    q = torch.randn(1, 2, 8, 8)
+    for name in ("eager", "cpp"):
+        torch._dynamo.reset()
+        with use_backend(name):
+            got = torch.compile(lambda q: apply_rotary(q, cos, sin), fullgraph=True, backend="eager")(q)
+        assert_matches(got, apply_rotary(q, cos, sin))

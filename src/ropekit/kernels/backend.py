@@ -66,11 +66,16 @@ def current_backend() -> Backend:
     return _current.get()
 
 
-@torch.compiler.assume_constant_result
 def _traced_backend() -> str:
     """The backend name read while ``torch.compile`` traces (Dynamo cannot trace ``ContextVar.get``): a constant of
     the graph, so a compiled function keeps the backend it was traced with."""
     return _current.get().value
+
+
+# What ``torch.compiler.assume_constant_result`` does (it sets this one attribute), without calling it: the call
+# imports torch._dynamo, which costs 1.2 s at ``import ropekit`` and imports triton before a test can set
+# TRITON_INTERPRET. tests/kernels/test_kernel_backend.py checks that torch's decorator still sets this attribute.
+_traced_backend._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
