@@ -150,3 +150,12 @@ def test_overlap_checks_are_exact() -> None:
     qkv = torch.zeros(B, T, HQ + 2 * HK, D)
     q, k = packed_views(qkv)
     assert not has_internal_overlap(q) and not views_overlap(q, k)
+
+
+def test_inplace_under_inference_mode() -> None:
+    """Engines rotate under ``torch.inference_mode()``: inference tensors have no version counter to bump."""
+    with torch.inference_mode():
+        q, k = torch.randn(B, HQ, T, D), torch.randn(B, HK, T, D)
+        want_q = apply_rotary_reference(q, COS[:T], SIN[:T])
+        apply_rotary_qk(q, k, COS[:T], SIN[:T], inplace=True)
+    assert_matches(q, want_q)
