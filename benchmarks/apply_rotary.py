@@ -3,11 +3,13 @@
 Run: ``.venv/bin/python benchmarks/apply_rotary.py [--quick] [--markdown] [--csv PATH]``
 
 Every implementation rotates q and k of shape ``[B, H, T, D]`` (torchtune gets its native ``[B, T, H, D]``) with
-tables built outside the timed region. Implementations are timed round-robin inside each repetition, so they
-share the machine's noise, and the table reports medians and the ratio to the floor measured in the same run:
-forward against one copy of q and k into reused buffers, forward+backward against twice that copy, timed again in
-the forward+backward round-robin (the machine's noise comes in bursts of a few repetitions, so a floor timed in the
-forward phase does not share the backward phase's noise).
+tables built outside the timed region. ropekit also runs the same data as ``[B, T, H, D]`` (``layout="bthd"``), as
+packed varlen ``[total, H, D]`` (``layout="thd"`` with ``cu_seqlens`` of 4 sequences per batch row) and in place on
+the q and k heads of one ``[B, T, 3H, D]`` buffer (forward only). Implementations are timed round-robin inside
+each repetition, so they share the machine's noise, and the table reports medians and the ratio to the floor
+measured in the same run: forward against one copy of q and k into reused buffers, forward+backward against twice
+that copy, timed again in the forward+backward round-robin (the machine's noise comes in bursts of a few
+repetitions, so a floor timed in the forward phase does not share the backward phase's noise).
 
 Page faults: fresh multi-MiB allocations are served by mmap and fault on first touch, which is most of the noise
 on this machine. The script re-executes itself with ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:
@@ -144,6 +146,22 @@ def implementations(shape, dtype, q, k, notes: list[str]) -> dict[str, tuple[Fn,
         "transformers compile": (lambda q, k: hf_compiled(q, k, hf_cos, hf_sin), q, k),
         "meta complex": (lambda q, k: meta_complex(q, k, freqs_cis), q, k),
     }
+    # The same q and k in the engines' layouts (ropekit reads them through strides, no copy): flash-attention's
+    # [B, T, H, D]; packed varlen [total, H, D] of 4 sequences per batch row (cu_seqlens, positions restart per
+    # sequence); and in place on the q and k heads of one fused [B, T, 3H, D] projection buffer (v untouched).
+    B, H = shape[0], shape[1]
+    qt, kt = q.transpose(1, 2).contiguous(), k.transpose(1, 2).contiguous()  # [B, T, H, D]
+    qv, kv = qt.view(B * T, H, D), kt.view(B * T, H, D)  # [total, H, D]
+    cu = torch.arange(0, B * T + 1, T // 4, dtype=torch.int32)  # 4B sequences of T/4 tokens
+    qkv = torch.cat((qt, kt, torch.zeros_like(qt)), dim=2)  # [B, T, 3H, D]
+    qp, kp = qkv[:, :, :H], qkv[:, :, H : 2 * H]
+    impls["ropekit bthd"] = (lambda q, k: apply_rotary_qk(q, k, cos, sin, layout="bthd"), qt, kt)
+    impls["ropekit thd varlen"] = (lambda q, k: apply_rotary_qk(q, k, cos, sin, layout="thd", cu_seqlens=cu), qv, kv)
+    impls["ropekit packed inplace"] = (
+        lambda q, k: apply_rotary_qk(q, k, cos, sin, layout="bthd", inplace=True),
+        qp,
+        kp,
+    )
     lucid, note = lucidrains_module(D)
     if lucid is None:
         notes.append(f"skipped rotary-embedding-torch: {note}")
@@ -198,7 +216,7 @@ def bench(shapes, dtypes, reps: int) -> tuple[list[dict], list[str]]:
             # forward+backward: out-of-place implementations with grad-requiring inputs; floor = 2 copies
             bwd_impls, grads = {}, {}
             for name, (fn, qi, ki) in impls.items():
-                if name in ("copy floor", "ropekit inplace"):
+                if name in ("copy floor", "ropekit inplace", "ropekit packed inplace"):
                     continue
                 qg, kg = qi.detach().clone().requires_grad_(), ki.detach().clone().requires_grad_()
                 bwd_impls[name] = (fn, qg, kg)

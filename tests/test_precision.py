@@ -69,3 +69,24 @@ def test_learned_frequencies_get_gradients():
     positions = torch.arange(5.0)[:, None]  # d/df [cos(m f) + sin(m f)] = m (cos - sin)
     expected = (positions * (cos.detach() - sin.detach())).sum(0)
     torch.testing.assert_close(inv.grad, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_exact_at_every_int64_position():
+    """Angles within one float32 rounding (plus 1e-8) of the truth, from Python's exact rational arithmetic, below
+    2**29 (one float64 reduction) and beyond it up to the int64 limits (the digit-split reduction)."""
+    from fractions import Fraction
+
+    inv, _ = rope_frequencies(None, head_dim=64)
+    positions = torch.tensor(
+        [2**29 - 1, -(2**29) + 1, 2**29, 2**40, 2**40 + 12345, 2**62, -(2**62), 2**63 - 1, -(2**63)]
+    )
+    got = rope_angles(inv, positions)
+    two_pi = Fraction(2 * 314159265358979323846264338327950288419716939937510582097494459, 10**62)
+    for i, p in enumerate(positions.tolist()):
+        for j in range(inv.numel()):
+            exact = Fraction(p) * Fraction(float(inv[j]))
+            want = float(exact - round(exact / two_pi) * two_pi)
+            assert abs(float(got[i, j]) - want) <= 1.2e-7 + 1e-8, (p, j)
+    cos, sin = rope_cos_sin(inv, positions)
+    torch.testing.assert_close(cos, got.cos(), rtol=0, atol=1e-7)
+    torch.testing.assert_close(sin, got.sin(), rtol=0, atol=1e-7)

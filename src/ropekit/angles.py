@@ -10,12 +10,30 @@ Legend: ``positions: [...]`` integer, ``inv_freq: [r]`` float, angles ``[..., r]
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 
-__all__ = ["check_positions", "position_angles", "wrap_angles"]
+__all__ = [
+    "EXACT_POSITION_LIMIT",
+    "check_cu_seqlens",
+    "check_positions",
+    "exact_position_angles",
+    "exceeds_exact_range",
+    "position_angles",
+    "varlen_positions",
+    "wrap_angles",
+]
 
 _TWO_PI = 2 * math.pi
+
+# |position| < 2**29: a 29-bit integer times a float32 frequency (24-bit significand) is exact in float64 (53 bits),
+# so the float64 reduction is within one float32 rounding of the true angle. Beyond, the product rounds (2**40 was
+# off by 3.9e-5 rad, 2**62 by 2 rad); :func:`exact_position_angles` splits such positions instead.
+EXACT_POSITION_LIMIT = 1 << 29
+_DIGIT_BITS = 21  # int64 = three 21-bit digits (the top one signed); a digit times a float64 is within 2**-31 relative
+# 2 pi to 63 significant digits: (2**42 f) mod 2 pi needs about 13 + 17 of them.
+_TWO_PI_EXACT = Fraction(2 * 314159265358979323846264338327950288419716939937510582097494459, 10**62)
 
 
 def check_positions(
@@ -90,3 +108,82 @@ def position_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Te
     """
     angles = positions.to(torch.float64).unsqueeze(-1) * inv_freq.to(torch.float64)  # [..., r], exact for ints
     return wrap_angles(angles)
+
+
+def check_cu_seqlens(cu_seqlens: object, total: int, *, name: str = "cu_seqlens") -> torch.Tensor:
+    """Check flash-attention style cumulative sequence lengths ``[n_seq + 1]`` (0, ..., total); return them.
+
+    Value checks (starts at 0, non-decreasing, ends at ``total``) read the tensor: eager only.
+    """
+    if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise ValueError(
+            f"{name} must be an int32/int64 tensor [n_seq + 1], got {type(cu_seqlens).__name__}"
+            + (f" of {cu_seqlens.dtype}" if isinstance(cu_seqlens, torch.Tensor) else "")
+        )
+    if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
+        raise ValueError(f"{name} must be [n_seq + 1] with n_seq >= 1, got shape {tuple(cu_seqlens.shape)}")
+    if cu_seqlens.device.type != "meta" and not torch.compiler.is_compiling():
+        first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+        if first != 0 or last != total or bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
+            raise ValueError(
+                f"{name} must start at 0, never decrease and end at the token count {total}, got "
+                f"{cu_seqlens.tolist() if cu_seqlens.numel() <= 16 else f'[{first}, ..., {last}]'}"
+            )
+    return cu_seqlens
+
+
+def varlen_positions(cu_seqlens: torch.Tensor, total: int, offsets: int | torch.Tensor = 0) -> torch.Tensor:
+    """Per-token positions of packed sequences: ``[total]`` int64, restarting at ``offsets[s]`` for sequence s.
+
+    Token t of sequence s (``cu_seqlens[s] <= t < cu_seqlens[s + 1]``) gets ``t - cu_seqlens[s] + offsets[s]``
+    (flash-attention's varlen rotary with ``seqlen_offsets``). ``offsets``: an int or ``[n_seq]`` integers.
+    No validation (see :func:`check_cu_seqlens`).
+    """
+    cu = cu_seqlens.to(torch.int64)
+    tok = torch.arange(total, device=cu.device)  # [total]
+    seq = torch.searchsorted(cu[1:], tok, right=True).clamp_(max=cu.shape[0] - 2)  # sequence of each token
+    pos = tok - cu[seq]
+    if isinstance(offsets, torch.Tensor):
+        return pos + offsets.to(device=cu.device, dtype=torch.int64)[seq]
+    return pos + int(offsets) if offsets else pos
+
+
+def exceeds_exact_range(positions: torch.Tensor) -> bool:
+    """Whether an integer position has ``|p| >= 2**29`` (the float64 product with a float32 frequency would round).
+
+    Reads the extreme values (one host sync); False while ``torch.compile`` traces and on meta tensors.
+    """
+    if (
+        positions.is_floating_point()
+        or not positions.numel()
+        or positions.device.type == "meta"
+        or torch.compiler.is_compiling()
+        or positions.dtype in (torch.int8, torch.uint8, torch.int16, torch.bool)
+    ):
+        return False
+    return int(positions.max()) >= EXACT_POSITION_LIMIT or int(positions.min()) <= -EXACT_POSITION_LIMIT
+
+
+def _wrap64(angles: torch.Tensor) -> torch.Tensor:
+    return angles - torch.round(angles * (1 / _TWO_PI)) * _TWO_PI
+
+
+@torch.no_grad()
+def exact_position_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``positions * inv_freq`` reduced to ``[-pi, pi]`` for every int64 position: ``[*positions.shape, r]`` float32.
+
+    The position is split into three 21-bit digits ``p = d2 * 2**42 + d1 * 2**21 + d0`` (d2 signed), and
+    ``c_i = (2**(21 i) * f) mod 2 pi`` is computed per frequency in exact rational arithmetic and rounded once to
+    float64, so ``p * f = sum(d_i * c_i) (mod 2 pi)``. Each ``d_i * c_i`` (``|d_i| < 2**21``) is formed and reduced
+    in float64 with an error below 3e-9 rad, so the result is within one float32 rounding plus 1e-8 rad of the
+    true angle at any position, ``-2**63`` and ``2**63 - 1`` included. Not differentiable (the frequencies are
+    taken as the float32 numbers given); ``positions`` must be integers.
+    """
+    freqs = [Fraction(float(f)) for f in inv_freq.detach().to(torch.float32).cpu().tolist()]
+    table = [[float((Fraction(1 << (_DIGIT_BITS * i)) * f) % _TWO_PI_EXACT) for f in freqs] for i in range(3)]
+    c = torch.tensor(table, dtype=torch.float64, device=positions.device)  # [3, r]
+    p = positions.to(torch.int64).unsqueeze(-1)  # [..., 1]
+    mask = (1 << _DIGIT_BITS) - 1
+    digits = (p & mask, (p >> _DIGIT_BITS) & mask, p >> (2 * _DIGIT_BITS))  # each |d| < 2**21, exact in float64
+    total = sum(_wrap64(d.to(torch.float64) * c[i]) for i, d in enumerate(digits))  # [..., r], |total| <= 3 pi
+    return wrap_angles(total)

@@ -1,8 +1,8 @@
 """Functional tier: validated public functions on tensors.
 
-Legend: ``x, q, k: [..., T, D]`` (heads before tokens, e.g. ``[B, H, T, D]``), ``positions: [...]`` integer,
-``inv_freq: [r]`` with ``r = rotary_dim / 2``, ``cos, sin: [..., T, r]`` broadcast over the leading dims of x.
-For the ``[B, T, H, D]`` layout (flash-attention's), pass ``cos[:, None, :]`` so T lines up.
+Legend: ``x, q, k: [..., T, D]`` (heads before tokens, e.g. ``[B, H, T, D]``, by default; other layouts with
+``layout=``), ``positions: [...]`` integer, ``inv_freq: [r]`` with ``r = rotary_dim / 2``, ``cos, sin: [..., T, r]``
+broadcast over the leading dims of x, or ``[L, r]`` tables indexed by positions.
 
 The math lives in :mod:`ropekit.reference`; this module checks inputs and gives clear errors.
 """
@@ -13,10 +13,18 @@ import math
 
 import torch
 
-from ropekit.angles import check_positions, position_angles, wrap_angles
+from ropekit.angles import (
+    check_cu_seqlens,
+    check_positions,
+    exact_position_angles,
+    exceeds_exact_range,
+    position_angles,
+    varlen_positions,
+    wrap_angles,
+)
 from ropekit.kernels import dispatch
 
-__all__ = ["apply_rotary", "apply_rotary_qk", "rope_angles", "rope_cos_sin"]
+__all__ = ["LAYOUTS", "apply_rotary", "apply_rotary_qk", "rope_angles", "rope_cos_sin", "split_cos_sin_cache"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -30,13 +38,19 @@ def _check_inv_freq(inv_freq: torch.Tensor) -> None:
 def rope_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Rotation angles ``positions * inv_freq`` reduced to ``[-pi, pi]``, float32: ``[*positions.shape, r]``.
 
-    Precision: the product of an integer position (< 2**29) and a float32 frequency is exact in float64,
-    and the reduction modulo 2 pi is done in float64 before narrowing to float32, so the angle is within
-    one float32 rounding of the true one at any position (float32 ``position * inv_freq`` is off by
-    6e-2 rad at 2**20). The frequencies themselves are taken as the float32 numbers given.
+    Precision: the product of an integer position and a float32 frequency is exact in float64 for
+    ``|position| < 2**29``, and the reduction modulo 2 pi is done in float64 before narrowing to float32, so the
+    angle is within one float32 rounding of the true one at every such position (float32 ``position * inv_freq``
+    is off by 6e-2 rad at 2**20). Integer positions at or beyond 2**29 (where that product rounds: 2**40 was off
+    by 3.9e-5 rad, 2**62 by 2 rad) go through :func:`ropekit.angles.exact_position_angles`, which splits them
+    into 21-bit digits: within one float32 rounding plus 1e-8 rad for every int64 position. That choice reads the
+    positions' extremes, so under ``torch.compile``, and when ``inv_freq`` requires grad, positions must stay
+    below 2**29 (beyond it the float64 product rounds as above). The frequencies are the float32 numbers given.
     """
     check_positions(positions)
     _check_inv_freq(inv_freq)
+    if not inv_freq.requires_grad and exceeds_exact_range(positions):
+        return exact_position_angles(inv_freq, positions)
     return position_angles(inv_freq, positions)  # [..., r] in [-pi, pi]
 
 
@@ -50,9 +64,10 @@ def rope_cos_sin(
     """``cos`` and ``sin`` tables for integer positions, each ``[*positions.shape, r]``.
 
     Positions may be any integer tensor: ``arange(T)``, per-batch ``[B, T]`` (offsets, left padding, packed
-    sequences with restarting positions) or anything else. Accurate to 2e-6 absolute against float64 at
-    positions up to 2**24 (see :func:`rope_angles`). ``attention_factor`` multiplies both (YaRN/LongRoPE's
-    temperature, as transformers does). The result is cast to ``dtype`` last.
+    sequences with restarting positions) or anything else, up to the int64 range (see :func:`rope_angles`).
+    Accurate to 2e-6 absolute against float64 at positions up to 2**24.
+    ``attention_factor`` multiplies both (YaRN/LongRoPE's temperature, as transformers does).
+    The result is cast to ``dtype`` last.
 
     Cost: the float64 angle work is done in cache-sized chunks written straight into the outputs. Against the
     usual float32 ``(positions * inv_freq).cos()``: up to about 2x on short ranges (4096 positions), faster on
@@ -66,6 +81,7 @@ def rope_cos_sin(
     check_positions(positions)
     _check_inv_freq(inv_freq)
     simple = inv_freq.requires_grad or positions.device.type == "meta" or torch.compiler.is_compiling()
+    simple = simple or exceeds_exact_range(positions)  # beyond 2**29: rope_angles' digit-split reduction
     if simple:  # differentiable in inv_freq (learned frequencies), traceable, shape-only on meta
         angles = rope_angles(inv_freq, positions)  # [..., r] float32 in [-pi, pi]
         cos, sin = torch.cos(angles), torch.sin(angles)
@@ -193,6 +209,138 @@ def _check_rotary_args(x, cos, sin, positions, name: str = "x") -> None:
     _check_table_positions(x, cos, positions, name)
 
 
+LAYOUTS = ("bhtd", "bthd", "tbhd", "thd")
+_RANKS = {"bthd": 4, "tbhd": 4, "thd": 3}
+
+
+def split_cos_sin_cache(cos_sin_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """vLLM's ``cos_sin_cache`` ``[L, rotary_dim]`` (cos in the first half of each row, sin in the second) as
+    ``cos, sin: [L, rotary_dim / 2]`` column views: no copy, the kernels read the rows with their stride.
+
+    Pass them with ``positions=`` (vLLM's ``forward(positions, query, key)``). bf16/fp16 caches are accepted and
+    widened to float32 per call (a table-sized copy); the result is only as precise as the table.
+    """
+    if not isinstance(cos_sin_cache, torch.Tensor) or cos_sin_cache.dim() != 2 or cos_sin_cache.shape[1] % 2:
+        shape = tuple(cos_sin_cache.shape) if isinstance(cos_sin_cache, torch.Tensor) else type(cos_sin_cache)
+        raise ValueError(f"cos_sin_cache must be [L, rotary_dim] with an even rotary_dim, got {shape}")
+    r = cos_sin_cache.shape[1] // 2
+    return cos_sin_cache[:, :r], cos_sin_cache[:, r:]
+
+
+def _to_bhtd(x: torch.Tensor, layout: str, name: str) -> torch.Tensor:
+    """The ``[..., H, T, D]`` view of ``x`` in ``layout`` (never a copy)."""
+    if layout == "bhtd":
+        return x
+    want = _RANKS[layout]
+    if x.dim() != want:
+        shapes = {"bthd": "[B, T, H, D]", "tbhd": "[T, B, H, D]", "thd": "[total_tokens, H, D]"}
+        raise ValueError(f"layout={layout!r} needs {name} of shape {shapes[layout]}, got {tuple(x.shape)}")
+    if layout == "bthd":
+        return x.transpose(1, 2)
+    if layout == "tbhd":
+        return x.permute(1, 2, 0, 3)
+    return x.transpose(0, 1).unsqueeze(0)  # thd -> [1, H, total, D]
+
+
+def _from_bhtd(x: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "bhtd":
+        return x
+    if layout == "bthd":
+        return x.transpose(1, 2)
+    if layout == "tbhd":
+        return x.permute(2, 0, 1, 3)
+    return x.squeeze(0).transpose(0, 1)  # squeeze, not [0]: select's backward would zero-fill and copy
+
+
+def _positions_for(x4, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, name):
+    """Resolve layout / varlen / offsets to ``(cos, sin, positions)`` for the ``[..., H, T, D]`` view ``x4``.
+
+    Returns tables and per-token positions in the dispatch contract: ``positions`` None (cos/sin broadcast over
+    x4) or ``[T]`` / ``[B, T]`` rows of ``[L, r]`` tables.
+    """
+    T = x4.shape[-2]
+    if cu_seqlens is not None:
+        if layout != "thd":
+            raise ValueError(f"cu_seqlens needs layout='thd' ([total_tokens, H, D] packed sequences), got {layout!r}")
+        if positions is not None:
+            raise ValueError("pass either cu_seqlens (positions restart per sequence) or positions=, not both")
+        check_cu_seqlens(cu_seqlens, T)
+        offsets = 0 if seqlen_offsets is None else seqlen_offsets
+        if isinstance(offsets, torch.Tensor):
+            check_positions(offsets, name="seqlen_offsets", dims=(1,))
+            if offsets.shape[0] != cu_seqlens.shape[0] - 1:
+                raise ValueError(
+                    f"seqlen_offsets must have one entry per sequence ({cu_seqlens.shape[0] - 1}), got "
+                    f"{tuple(offsets.shape)}"
+                )
+        return cos, sin, varlen_positions(cu_seqlens, T, offsets)
+    if positions is not None:
+        if seqlen_offsets is not None:
+            raise ValueError("pass either seqlen_offsets or positions= (add the offsets to the positions), not both")
+        return cos, sin, positions
+    if seqlen_offsets is None and layout == "bhtd":
+        return cos, sin, None  # today's form: cos/sin [..., T, r] broadcast over x
+    # A table [L, r] read from row offset (+ t): flash-attention's seqlen_offsets and every non-default layout.
+    if not isinstance(cos, torch.Tensor) or cos.dim() != 2:
+        raise ValueError(
+            f"with layout={layout!r} or seqlen_offsets, cos and sin must be [L, rotary_dim/2] tables (token t uses "
+            f"row t + offset), got shape {tuple(cos.shape) if isinstance(cos, torch.Tensor) else type(cos)}"
+        )
+    if isinstance(seqlen_offsets, torch.Tensor):
+        check_positions(seqlen_offsets, name="seqlen_offsets", dims=(1,))
+        if layout == "thd" or x4.dim() != 4 or seqlen_offsets.shape[0] != x4.shape[0]:
+            raise ValueError(
+                f"seqlen_offsets as a tensor holds one offset per batch row ({x4.shape[0] if x4.dim() == 4 else '-'})"
+                f" of a batched layout, or per sequence with cu_seqlens; got shape {tuple(seqlen_offsets.shape)}"
+            )
+        pos = torch.arange(T, device=cos.device) + seqlen_offsets.to(device=cos.device, dtype=torch.int64)[:, None]
+        return cos, sin, pos  # [B, T]
+    off = 0 if seqlen_offsets is None else seqlen_offsets
+    if not isinstance(off, int) or isinstance(off, bool) or off < 0:
+        raise ValueError(f"seqlen_offsets must be a non-negative int or a [B] / [n_seq] tensor, got {off!r}")
+    if off + T > cos.shape[0]:
+        raise ValueError(
+            f"{name} has {T} tokens from row {off} but the cos/sin table has {cos.shape[0]} rows; build the table for "
+            f"at least {off + T} positions"
+        )
+    return cos[off : off + T], sin[off : off + T], None
+
+
+def _check_slice(head_dim: int, cos, rotary_offset: int, name: str) -> None:
+    if not isinstance(rotary_offset, int) or isinstance(rotary_offset, bool) or rotary_offset < 0:
+        raise ValueError(f"rotary_offset must be a non-negative int, got {rotary_offset!r}")
+    r2 = 2 * cos.shape[-1]
+    if rotary_offset + r2 > head_dim:
+        raise ValueError(
+            f"rotary_offset={rotary_offset} + rotary_dim {r2} exceeds {name}'s head_dim {head_dim}: the rotated "
+            f"features are [rotary_offset, rotary_offset + rotary_dim)"
+        )
+
+
+def _prepare_call(x, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, rotary_offset, name):
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"{name} must be [..., T, head_dim] with at least 2 dims, got shape {tuple(x.shape)}")
+    x4 = _to_bhtd(x, layout, name)
+    cos, sin, pos = _positions_for(x4, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, name)
+    if layout == "thd" and isinstance(pos, torch.Tensor) and pos.dim() == 1:
+        pos = pos.unsqueeze(0)  # [1, total]: the one "batch" row of the [1, H, total, D] view
+    _check_call(x4, cos, sin, pos, rotary_offset, name)
+    return x4, cos, sin, pos
+
+
+def _check_call(x4, cos, sin, pos, rotary_offset: int, name: str) -> None:
+    if rotary_offset:
+        _check_slice(x4.shape[-1], cos, rotary_offset, name)
+        # Validate widths on the rotated slice: the features outside it pass through.
+        _check_rotary_args(x4[..., rotary_offset:], cos, sin, pos, name)
+    else:
+        _check_rotary_args(x4, cos, sin, pos, name)
+
+
 def apply_rotary(
     x: torch.Tensor,
     cos: torch.Tensor,
@@ -200,23 +348,46 @@ def apply_rotary(
     *,
     interleaved: bool = False,
     positions: torch.Tensor | None = None,
+    layout: str = "bhtd",
+    cu_seqlens: torch.Tensor | None = None,
+    seqlen_offsets: int | torch.Tensor | None = None,
+    rotary_offset: int = 0,
+    inverse: bool = False,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """Rotate the first ``2 * cos.shape[-1]`` features of ``x``; the rest pass through.
+    """Rotate ``2 * cos.shape[-1]`` features of ``x`` (from ``rotary_offset``); the rest pass through.
 
     Args:
-        x: ``[..., T, D]``, any float dtype.
-        cos, sin: ``[..., T, r]`` from :func:`rope_cos_sin`, broadcast over x's leading dims.
+        x: ``[..., H, T, D]`` (``layout="bhtd"``, the default), ``[B, T, H, D]`` (``"bthd"``: flash-attention,
+            vLLM, TransformerEngine ``bshd``), ``[T, B, H, D]`` (``"tbhd"``: ``sbhd``) or ``[total_tokens, H, D]``
+            (``"thd"``: packed sequences); any float dtype, any strides with unit stride on D (views of a packed
+            QKV projection are rotated where they are, never copied).
+        cos, sin: ``"bhtd"`` without offsets: ``[..., T, r]`` from :func:`rope_cos_sin`, broadcast over x's
+            leading dims. Otherwise ``[L, r]`` tables (bf16/fp16 accepted and widened: the result is only as
+            precise as the table; :func:`split_cos_sin_cache` reads vLLM's ``cos_sin_cache``), and token t uses
+            row ``positions[..., t]``, else row ``t + offset``.
         interleaved: pairs ``(x[2j], x[2j+1])`` (GPT-J, RoFormer, Meta Llama checkpoints) instead of the
             half pairing ``(x[j], x[j+r])`` (Hugging Face Llama, GPT-NeoX, Qwen).
-        positions: optional integer ``[T]`` or ``[B, T]`` (B = x.shape[0]); cos and sin are then ``[L, r]``
-            tables and token t uses row ``positions[..., t]`` (per-token positions, KV-cache offsets, packed
-            sequences) without building a ``[B, T, r]`` table.
+        positions: optional integer ``[T]`` or ``[B, T]`` (B = the batch dim; ``[total_tokens]`` for ``"thd"``):
+            per-token positions, KV-cache offsets, packed sequences, without building a ``[B, T, r]`` table.
+        cu_seqlens: ``"thd"`` only: ``[n_seq + 1]`` int32/int64 cumulative lengths (flash-attention varlen);
+            positions restart at 0 (plus ``seqlen_offsets``) for each sequence.
+        seqlen_offsets: an int (all rows start there) or a ``[B]`` / ``[n_seq]`` integer tensor (per batch row or
+            per sequence): the position of the first token, e.g. the KV-cache length during decoding.
+        rotary_offset: first rotated feature: features ``[rotary_offset, rotary_offset + 2r)`` rotate (DeepSeek
+            style trailing slices: ``rotary_offset = D - 2r``).
+        inverse: rotate by minus the angle (undo a rotation: ``apply_rotary(apply_rotary(x, ...), ...,
+            inverse=True)`` is x up to rounding).
+        inplace: write into x and return it (see :func:`apply_rotary_qk`).
 
     Returns:
-        A new ``[..., T, D]`` tensor of x's dtype (computed in float32 for bf16/fp16).
+        ``[..., T, D]`` in x's layout and dtype (computed in float32 for bf16/fp16).
     """
-    _check_rotary_args(x, cos, sin, positions)
-    return dispatch.apply_rotary(x, cos, sin, interleaved=interleaved, positions=positions)
+    x4, cos, sin, pos = _prepare_call(x, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, rotary_offset, "x")
+    out = dispatch.apply_rotary(
+        x4, cos, sin, interleaved=interleaved, positions=pos, inplace=inplace, offset=rotary_offset, conj=inverse
+    )
+    return x if inplace else _from_bhtd(out, layout)
 
 
 def apply_rotary_qk(
@@ -228,15 +399,38 @@ def apply_rotary_qk(
     interleaved: bool = False,
     inplace: bool = False,
     positions: torch.Tensor | None = None,
+    layout: str = "bhtd",
+    cu_seqlens: torch.Tensor | None = None,
+    seqlen_offsets: int | torch.Tensor | None = None,
+    rotary_offset: int = 0,
+    inverse: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate queries and keys with the same table. ``q: [..., Hq, T, D]``, ``k: [..., Hk, T, D]``.
+    """Rotate queries and keys with the same table in one pass. ``q: [..., Hq, T, D]``, ``k: [..., Hk, T, D]``.
 
-    q and k may have different head counts (GQA/MQA) and head dims' pass-through parts are kept.
-    With ``inplace=True`` q and k are overwritten and returned (they must not require grad).
-    ``positions`` as in :func:`apply_rotary` (cos/sin are then ``[L, r]`` tables).
+    q and k may have different head counts (GQA/MQA); the features outside the rotated slice are kept. Layouts,
+    tables, positions, ``cu_seqlens``, ``seqlen_offsets``, ``rotary_offset`` and ``inverse`` as in
+    :func:`apply_rotary` (the same for q and k).
+
+    ``inplace=True`` overwrites q and k and returns them. It works on views (the q and k heads of a packed
+    ``[B, T, Hq + 2 Hk, D]`` or ``[B, T, 3, H, D]`` projection, v untouched), bumps their version counters (a q
+    saved by another op for backward then fails autograd's in-place check instead of corrupting gradients), and
+    works on tensors that require grad (not leaves): the backward rotates the incoming gradient by minus the
+    angle, saving only the tables. It raises ``ValueError`` when q or k has elements sharing memory (an expanded
+    tensor) or q and k overlap (``apply_rotary_qk(x, x, ..., inplace=True)``): the shared elements would be
+    rotated more than once. Under ``torch.compile`` it is computed out of place and copied back.
     """
-    _check_rotary_args(q, cos, sin, positions, "q")
-    _check_rotary_args(k, cos, sin, positions, "k")
+    q4, cq, sq, pos = _prepare_call(q, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, rotary_offset, "q")
+    if not isinstance(k, torch.Tensor):
+        raise TypeError(f"k must be a torch.Tensor, got {type(k).__name__}")
+    if k.dim() < 2:
+        raise ValueError(f"k must be [..., T, head_dim] with at least 2 dims, got shape {tuple(k.shape)}")
+    k4 = _to_bhtd(k, layout, "k")
+    _check_call(k4, cq, sq, pos, rotary_offset, "k")  # q's resolved tables and positions (built once)
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must have the same head_dim, got {q.shape[-1]} and {k.shape[-1]}")
-    return dispatch.apply_rotary_qk(q, k, cos, sin, interleaved=interleaved, inplace=inplace, positions=positions)
+    out_q, out_k = dispatch.apply_rotary_qk(
+        q4, k4, cq, sq, interleaved=interleaved, inplace=inplace, positions=pos, offset=rotary_offset, conj=inverse
+    )
+    if inplace:
+        return q, k
+    return _from_bhtd(out_q, layout), _from_bhtd(out_k, layout)

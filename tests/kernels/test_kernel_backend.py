@@ -9,23 +9,47 @@ import pytest
 import torch
 from kernel_helpers import assert_matches, make_case, reference_qk
 
-from ropekit import apply_rotary, apply_rotary_qk
+from ropekit import apply_rotary, apply_rotary_qk, rope_cos_sin
 from ropekit.kernels import cpu, current_backend, use_backend
 
 
-def test_use_backend_nests_and_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ROPEKIT_BACKEND", "eager")
-    assert current_backend() == "eager"
-    with use_backend("reference"):
-        assert current_backend() == "reference"
-        with use_backend("cpp"):
+def test_use_backend_nests_and_is_an_enum() -> None:
+    from ropekit.kernels import Backend
+
+    assert current_backend() == "auto" and current_backend() is Backend.AUTO
+    with use_backend("reference") as chosen:
+        assert chosen is Backend.REFERENCE and current_backend() == "reference"
+        with use_backend(Backend.CPP):
             assert current_backend() == "cpp"
         assert current_backend() == "reference"
-    monkeypatch.setenv("ROPEKIT_BACKEND", "fast")
-    with pytest.raises(ValueError, match="ROPEKIT_BACKEND"):
-        current_backend()
+    assert current_backend() == "auto"
     with pytest.raises(ValueError, match="expected one of"), use_backend("cuda"):
         pass
+
+
+def test_use_backend_is_per_thread() -> None:
+    import threading
+
+    seen = []
+    with use_backend("eager"):
+        worker = threading.Thread(target=lambda: seen.append(current_backend()))
+        worker.start()
+        worker.join()
+    assert seen == ["auto"]  # a ContextVar: another thread does not see this block's choice
+
+
+def test_env_var_is_read_once_at_import_and_validated() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import ropekit.kernels as k; print(k.current_backend().value)"
+    env = {**os.environ, "ROPEKIT_BACKEND": "eager"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "eager"
+    env["ROPEKIT_BACKEND"] = "fast"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "ROPEKIT_BACKEND" in bad.stderr and "expected one of" in bad.stderr
 
 
 def test_no_compiler_falls_back_to_eager_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,3 +111,28 @@ def test_broadcast_fast_path_agrees_with_torch() -> None:
         except RuntimeError:
             expected = False
         assert _broadcasts_onto(torch.Size(c), torch.Size(x)) == expected, (x, c)
+
+
+def test_backend_is_a_graph_constant_under_compile_and_import_stays_light() -> None:
+    import subprocess
+    import sys
+
+    from ropekit.kernels import backend
+
+    def probe() -> int:
+        return 0
+
+    torch.compiler.assume_constant_result(probe)
+    assert probe._dynamo_marked_constant is True  # what backend._traced_backend carries without importing dynamo
+    assert backend._traced_backend._dynamo_marked_constant is True
+    code = "import sys, ropekit; print('torch._dynamo' in sys.modules, 'triton' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]  # import ropekit neither loads dynamo nor triton
+
+    cos, sin = rope_cos_sin(1.0 / 100 ** (torch.arange(4) / 4), torch.arange(8))
+    q = torch.randn(1, 2, 8, 8)
+    for name in ("eager", "cpp"):
+        torch._dynamo.reset()
+        with use_backend(name):
+            got = torch.compile(lambda q: apply_rotary(q, cos, sin), fullgraph=True, backend="eager")(q)
+        assert_matches(got, apply_rotary(q, cos, sin))

@@ -179,8 +179,16 @@ def test_custom_ops_pass_opcheck(mode: str) -> None:
     case = make_case(torch.float32, mode, T=4, D=12, r=4)
     table = (case.cos, case.sin) if mode == "pos2d" else (case.cos[None, None], case.sin[None, None])
     q, k = case.q.clone().requires_grad_(), case.k.clone().requires_grad_()
-    torch.library.opcheck(ops.rotary_qk, (q, k, *table, case.positions, True, False, "cpp"))
-    torch.library.opcheck(ops.rotary_qk_, (case.q.clone(), case.k.clone(), *table, case.positions, False, False, "cpp"))
+    torch.library.opcheck(ops.rotary_qk, (q, k, *table, case.positions, True, False, 0, "cpp"))
+    torch.library.opcheck(ops.rotary_qk, (q, k, *table, case.positions, False, True, 3, "cpp"))  # slice, inverse
+    if mode == "pos2d":  # [B, T, H, D] storage seen as [B, H, T, D], and [L, r] tables with a row stride of 2r
+        cache = torch.cat(table, dim=-1)
+        qt = case.q.transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+        kt = case.k.transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+        r = table[0].shape[-1]
+        torch.library.opcheck(
+            ops.rotary_qk, (qt, kt, cache[:, :r], cache[:, r:], case.positions, False, False, 0, "cpp")
+        )
 
 
 @pytest.mark.parametrize("backend", ["cpp", "eager"])

@@ -84,3 +84,21 @@ def test_batch_positions_for_three_dim_input() -> None:
     with use_backend("triton"):
         got = apply_rotary(x, case.cos, case.sin, positions=pos)
     assert_matches(got, apply_rotary_reference(x, case.cos[pos], case.sin[pos]))
+
+
+def test_strided_tables_and_packed_thd_views() -> None:
+    """vLLM's cos_sin_cache read as two column views (row stride 2r) by the Triton kernel, on packed thd views."""
+    from ropekit.functional import rope_cos_sin, split_cos_sin_cache
+
+    cos, sin = rope_cos_sin(1.0 / 100 ** (torch.arange(6) / 6), torch.arange(30))
+    cache = torch.cat((cos, sin), dim=-1).to(torch.bfloat16)  # a bf16 cache: widened, as precise as the table
+    c, s = split_cos_sin_cache(cache)
+    qkv = torch.randn(9, (4 + 2 * 2) * 16)  # [total, (Hq + 2 Hk) * D]
+    pos = torch.randint(0, 30, (9,))
+    heads = qkv.view(9, 8, 16)
+    want_q = apply_rotary_reference(heads[:, :4].transpose(0, 1), c[pos].float(), s[pos].float()).transpose(0, 1)
+    v_before = heads[:, 6:].clone()
+    with use_backend("triton"):
+        apply_rotary_qk(heads[:, :4], heads[:, 4:6], c, s, positions=pos, layout="thd", inplace=True)
+    assert_matches(heads[:, :4], want_q)
+    assert torch.equal(heads[:, 6:], v_before)

@@ -7,7 +7,7 @@ this CPU's feature flags (``-march=native`` code must never run on another CPU m
 links against (version and install folder), so the first use on a
 machine pays the compile (about 30-60 s here) and later processes load the cached ``.so`` in milliseconds.
 
-Legend: see :mod:`ropekit.kernels.cpp_source`.
+The source is ``rotary_cpu.cpp`` next to this file (package data); its legend is at its top.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from types import ModuleType
 
 import torch
 
-from ropekit.kernels.cpp_source import CPP_SOURCE
+__all__ = ["SOURCE", "STREAM_MIN_BYTES", "build_name", "load", "load_error"]
 
-__all__ = ["STREAM_MIN_BYTES", "build_name", "load", "load_error"]
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rotary_cpu.cpp")  # shipped as package data
 
 _CFLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"]  # no FMA contraction: same rounding as torch
 _LDFLAGS = ["-fopenmp"]
@@ -67,7 +67,7 @@ def _cpu_signature() -> str:
 
 
 def build_name() -> str:
-    """Extension name: ``ropekit_rotary_<hash of source, flags, cpu, torch build and location>``.
+    """Extension name: ``ropekit_rotary_<hash of the source file's bytes, flags, cpu, torch build and location>``.
 
     torch's version and install folder are part of the name: the binary links against that torch (an upgrade
     must not load an old build), and two environments sharing the cache would otherwise rebuild it in turn
@@ -76,8 +76,10 @@ def build_name() -> str:
     import torch
 
     torch_build = f"{torch.__version__} {os.path.dirname(torch.__file__)}"
-    key = "\n".join([CPP_SOURCE, *_CFLAGS, *_LDFLAGS, _cpu_signature(), torch_build])
-    return "ropekit_rotary_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    with open(SOURCE, "rb") as f:
+        source = f.read()
+    key = "\n".join([*_CFLAGS, *_LDFLAGS, _cpu_signature(), torch_build]).encode()
+    return "ropekit_rotary_" + hashlib.sha256(source + b"\n" + key).hexdigest()[:16]
 
 
 def load() -> ModuleType | None:
@@ -90,12 +92,11 @@ def load() -> ModuleType | None:
             _state["error"] = "ROPEKIT_NO_BUILD=1 is set"
         else:
             try:
-                from torch.utils.cpp_extension import load_inline
+                from torch.utils.cpp_extension import load as load_extension
 
-                module = load_inline(
+                module = load_extension(
                     name=build_name(),
-                    cpp_sources=[CPP_SOURCE],
-                    functions=["rotary_qk"],
+                    sources=[SOURCE],
                     extra_cflags=_CFLAGS,
                     extra_ldflags=_LDFLAGS,
                     verbose=False,

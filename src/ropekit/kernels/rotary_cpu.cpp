@@ -1,17 +1,16 @@
-"""C++ source of the fused CPU rotary kernel, compiled on first use by :mod:`ropekit.kernels.cpu`.
-
-Legend: ``q: [B, Hq, T, D]``, ``k: [B, Hk, T, D]`` (any strides, unit stride on D), ``r = rotary_dim / 2``;
-``cos, sin: [Bc, Hc, Tc, r]`` (or fewer leading dims, right-aligned) with each leading size 1 (broadcast)
-or full, or, with ``positions: [Bp, T]`` int64,
-tables ``[L, r]`` whose row ``positions[b, t]`` is used for token t of batch b.
-
-One pass over the rows of q and then k (``at::parallel_for`` over ``B*Hq*T + B*Hk*T`` rows). Each row is widened
-to the compute type in registers (float for fp32/bf16/fp16, double for fp64), rotated, narrowed once on store
-(bf16 rounds to nearest even like torch), so a row is read once and written once: the memory floor.
-``conj`` rotates by minus the angle (the backward). In place when the output pointers equal the inputs.
-"""
-
-CPP_SOURCE = r"""
+// The fused CPU rotary kernel: a torch C++ extension compiled on first use by ropekit/kernels/cpu.py
+// (torch.utils.cpp_extension.load; build flags and cache name are set there). Shipped as package data.
+//
+// Legend: `q: [B, Hq, T, D]`, `k: [B, Hk, T, D]` (any strides, unit stride on D), `r = rotary_dim / 2`;
+// `cos, sin: [Bc, Hc, Tc, r]` (or fewer leading dims, right-aligned) with each leading size 1 (broadcast)
+// or full, or, with `positions: [Bp, T]` int64,
+// tables `[L, r]` whose row `positions[b, t]` is used for token t of batch b.
+//
+// One pass over the rows of q and then k (`at::parallel_for` over `B*Hq*T + B*Hk*T` rows), in the order the rows
+// lie in memory: tokens inner for [B, H, T, D] storage, heads inner (one table row per run) for [B, T, H, D]. Each row is widened
+// to the compute type in registers (float for fp32/bf16/fp16, double for fp64), rotated, narrowed once on store
+// (bf16 rounds to nearest even like torch), so a row is read once and written once: the memory floor.
+// `conj` rotates by minus the angle (the backward). In place when the output pointers equal the inputs.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cstdint>
@@ -214,6 +213,7 @@ struct Side {  // one of q / k, viewed as [B, H, T, D]
   const void* x; void* o; int64_t B, H, T, D;
   int64_t xb, xh, xt, ob, oh, ot;   // element strides
   int64_t cb, ch, ct;               // cos/sin strides (0 where broadcast); unused with positions
+  bool heads_inner;                 // heads closer in memory than tokens ([B, T, H, D] storage): walk heads inner
 };
 
 // Inner loops on non-aliasing pointers (restrict lets GCC vectorise without alias checks).
@@ -309,6 +309,30 @@ void run(const Side* sides, int n_sides, const at::Tensor& cos, const at::Tensor
       if (first >= last) continue;
       const Side& sd = sides[side_i];
       int64_t m = first - lo;
+      if (sd.heads_inner) {  // rows in (batch, token, head) order, the memory order of [B, T, H, D] storage
+        int64_t h = m % sd.H, t = (m / sd.H) % sd.T, b = m / (sd.T * sd.H);
+        while (m < last - lo) {  // one run of consecutive heads of one (batch, token): one table row
+          const int64_t len = std::min(sd.H - h, last - lo - m);
+          const R* x = static_cast<const R*>(sd.x) + b * sd.xb + h * sd.xh + t * sd.xt;
+          R* o = static_cast<R*>(sd.o) + b * sd.ob + h * sd.oh + t * sd.ot;
+          const A* c; const A* sn; int64_t step = 0;
+          if (pp != nullptr) {
+            const int64_t p = pp[b * pb + t * pt];
+            TORCH_CHECK(p >= 0 && p < L, "ropekit: position ", p, " is outside the cos/sin table of ", L,
+                        " rows; build the table for positions up to max(positions)");
+            c = cp + p * crow; sn = sp + p * crow;
+          } else {
+            const int64_t off = b * sd.cb + h * sd.ch + t * sd.ct;
+            c = cp + off; sn = sp + off; step = sd.ch;
+          }
+          for (int64_t i = 0; i < len; ++i, x += sd.xh, o += sd.oh, c += step, sn += step) {
+            rotate_row<S, INTERLEAVED, CONJ, NR, NT>(x, o, c, sn, r, sd.D);
+          }
+          m += len; h += len;
+          if (h == sd.H) { h = 0; if (++t == sd.T) { t = 0; ++b; } }
+        }
+        continue;
+      }
       int64_t t = m % sd.T, h = (m / sd.T) % sd.H, b = m / (sd.T * sd.H);  // divide once, then count
       while (m < last - lo) {  // one run of consecutive tokens of one (batch, head): pointers just advance
         const int64_t len = std::min(sd.T - t, last - lo - m);
@@ -344,7 +368,8 @@ Side make_side(const at::Tensor& x, at::Tensor& o, const at::Tensor& cos, bool w
   TORCH_CHECK(x.dim() == 4 && o.dim() == 4, "ropekit: expected 4-D [B, H, T, D] views");
   TORCH_CHECK(x.stride(3) == 1 && o.stride(3) == 1, "ropekit: head_dim must have unit stride");
   Side s{x.data_ptr(), o.data_ptr(), x.size(0), x.size(1), x.size(2), x.size(3),
-         x.stride(0), x.stride(1), x.stride(2), o.stride(0), o.stride(1), o.stride(2), 0, 0, 0};
+         x.stride(0), x.stride(1), x.stride(2), o.stride(0), o.stride(1), o.stride(2), 0, 0, 0,
+         x.size(1) > 1 && x.size(2) > 1 && x.stride(1) < x.stride(2)};
   if (!with_positions) {  // cos: [r], [Tc, r], [Hc, Tc, r] or [Bc, Hc, Tc, r], right-aligned with [B, H, T, D]
     const int64_t nd = cos.dim();
     TORCH_CHECK(nd >= 1 && nd <= 4 && cos.stride(nd - 1) == 1, "ropekit: cos/sin must be [..., Tc, r], unit stride");
@@ -413,7 +438,9 @@ bool rotary_qk(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out, at::T
                const at::Tensor& cos, const at::Tensor& sin, const c10::optional<at::Tensor>& positions,
                bool interleaved, bool conj, int64_t stream_min_bytes) {
   const bool with_pos = positions.has_value();
-  TORCH_CHECK(cos.is_contiguous() || !with_pos, "ropekit: tables must be contiguous with positions");
+  // With positions the tables are [L, r] rows of any row stride (a vLLM cos_sin_cache is read as two column
+  // halves of one [L, 2r] tensor), unit stride within a row.
+  TORCH_CHECK(!with_pos || (cos.dim() == 2 && cos.stride(1) == 1), "ropekit: tables must be [L, r], unit stride");
   TORCH_CHECK(cos.strides() == sin.strides() && cos.sizes() == sin.sizes(), "ropekit: cos/sin views must match");
   Side sides[2];
   int n = 0;
@@ -430,4 +457,7 @@ bool rotary_qk(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out, at::T
   else TORCH_CHECK(false, "ropekit: unsupported dtype ", dt);
   return stream;
 }
-"""
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("rotary_qk", &rotary_qk, "Rotate q into q_out and k into k_out; returns whether streaming stores ran");
+}
