@@ -24,6 +24,7 @@ from ropekit.models.positions import (
     random_positions,
     register_position_encoding,
 )
+from ropekit.models.swap import with_position_encoding
 from ropekit.models.transformer import (
     TASKS,
     Block,
@@ -59,4 +60,5 @@ __all__ = [
     "random_positions",
     "register_position_encoding",
     "save_model",
+    "with_position_encoding",
 ]
