@@ -273,11 +273,12 @@ def _runtimes_path(out_dir: pathlib.Path) -> pathlib.Path:
 
 # First-run scheduling guess (seconds, quick preset) until a runtime has been recorded.
 _DEFAULT_RUNTIME = {
-    "extrapolation": 180.0,
-    "classification": 150.0,
-    "passkey": 120.0,
+    "passkey": 200.0,
+    "order": 200.0,
+    "extrapolation": 150.0,
+    "classification": 100.0,
     "lengthgen": 100.0,
-    "vision": 90.0,
+    "vision": 80.0,
 }
 
 
