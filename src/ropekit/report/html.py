@@ -91,7 +91,7 @@ def _png_aspect(path: pathlib.Path) -> float:
 def _verdict(sec: Mapping[str, Any]) -> str:
     """The verdict word(s) an agreement text starts with, for the contents list."""
     text = str(sec.get("agreement") or "")
-    for word in ("Partly agrees", "Agrees", "Disagrees", "Undecided"):
+    for word in ("Agrees", "Disagrees", "Mixed", "Inconclusive", "Not tested", "Partly agrees", "Undecided"):
         if text.startswith(word):
             return word
     return str(sec.get("status", "")) if sec.get("status") in ("failed", "missing") else ""
@@ -101,7 +101,7 @@ def _agreement_class(text: str) -> str:
     low = text.lower()
     if low.startswith("agrees"):
         return "agree"
-    if low.startswith("disagrees") or low.startswith("partly"):
+    if low.startswith(("disagrees", "partly", "mixed")):
         return "disagree"
     return "neutral"
 
