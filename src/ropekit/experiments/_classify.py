@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ropekit.experiments._common import Outputs, history_rows, matplotlib_agg, mean_spread, style
-from ropekit.models import ModelConfig
-from ropekit.train import TrainConfig, train
+from ropekit.models import BagOfTokensClassifier, ModelConfig
+from ropekit.train import TrainConfig, run_steps, train
 
 __all__ = ["bag_of_tokens", "majority_class", "predict", "score_figure", "train_encoders"]
 
@@ -69,32 +69,16 @@ def bag_of_tokens(
     vocab_size: int,
     *,
     steps: int = 300,
+    seed: int = 0,
 ) -> np.ndarray:
-    """Logistic regression on token frequencies of the same tokens the encoders see (order-blind): test correctness
-    ``[N]``. Features ``log1p(counts)``; full-batch L-BFGS with a small L2 penalty, in torch."""
-
-    def features(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        keep = torch.arange(ids.shape[1]) < lengths[:, None]  # [N, T]
-        counts = torch.zeros(ids.shape[0], vocab_size).scatter_add_(1, ids, keep.float())  # [N, V]
-        return torch.log1p(counts)
-
-    x_tr, x_te = features(*train[:2]), features(*test[:2])
-    mu, sd = x_tr.mean(0), x_tr.std(0).clamp(min=1e-6)
-    x_tr, x_te = (x_tr - mu) / sd, (x_te - mu) / sd
-    n_classes = int(train[2].max()) + 1
-    w = torch.zeros(vocab_size, n_classes, requires_grad=True)
-    b = torch.zeros(n_classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(x_tr @ w + b, train[2]) + 1e-3 * (w**2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    """Logistic regression on token counts of the same tokens the encoders see (order-blind,
+    :class:`ropekit.models.BagOfTokensClassifier`), full-batch steps of :func:`ropekit.train.run_steps`: test
+    correctness ``[N]``."""
+    model = BagOfTokensClassifier(vocab_size, int(train[2].max()) + 1).fit_scaling(train[0], train[1])
+    cfg = TrainConfig(steps=steps, batch_size=int(train[2].numel()), lr=0.05, weight_decay=1e-2, warmup=10, seed=seed)
+    run_steps(model, lambda m, b: F.cross_entropy(m(b[0], b[1]), b[2]), lambda step: train, cfg)
     with torch.no_grad():
-        return ((x_te @ w + b).argmax(-1) == test[2]).numpy().astype(np.float64)
+        return (model(test[0], test[1]).argmax(-1) == test[2]).numpy().astype(np.float64)
 
 
 def majority_class(train_labels: torch.Tensor, test_labels: torch.Tensor) -> np.ndarray:

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 __all__ = [
+    "CLAIMS_CAPTION",
     "STYLES",
     "Claim",
     "Outputs",
@@ -216,6 +217,13 @@ class Claim:
     def __post_init__(self) -> None:
         if self.outcome not in ("agrees", "disagrees", "inconclusive", "not tested"):
             raise ValueError(f"claim outcome {self.outcome!r} is not one of agrees/disagrees/inconclusive/not tested")
+
+
+CLAIMS_CAPTION = (
+    "Sanity checks and published claims, the published number beside the measured one.\n"
+    "Outcomes from paired bootstrap 95% CIs over seeds and items (or exact checks); 'not tested' where the protocol "
+    "differs from the paper's or a sanity check failed."
+)
 
 
 def agreement(sanity: Sequence[tuple[str, bool]], claims: Sequence[Claim]) -> str:

@@ -19,7 +19,7 @@ from ropekit.experiments._common import inner_progress
 from ropekit.models import ModelConfig, build_model, with_position_encoding
 from ropekit.train import TrainConfig, run_steps
 
-__all__ = ["SCALINGS", "scaled_pe", "swap_pe", "task_eval", "task_fns", "train_model", "window_losses"]
+__all__ = ["SCALINGS", "scaled_pe", "zero_shot_pe", "swap_pe", "task_eval", "task_fns", "train_model", "window_losses"]
 
 SCALINGS = ("none", "PI", "NTK", "dynamic NTK", "YaRN", "Llama 3")
 _THETA = 10000.0
@@ -57,6 +57,13 @@ def scaled_pe(method: str, factor: float, train_len: int) -> dict[str, Any]:
         }
         return {**pe, "max_position_embeddings": extended, "rope_parameters": params}
     raise ValueError(f"unknown scaling method {method!r}; expected one of {SCALINGS}")
+
+
+def zero_shot_pe(method: str, length: int, train_len: int) -> dict[str, Any]:
+    """The spec to evaluate a model trained without scaling at ``length``: static methods take ``length / train_len``
+    (at least 1); dynamic NTK keeps the model's configured factor, 1, and its base grows with the length alone."""
+    factor = 1.0 if method == "dynamic NTK" else max(1.0, length / train_len)
+    return scaled_pe(method, factor, train_len)
 
 
 def swap_pe(model: nn.Module, pe: dict[str, Any]) -> nn.Module:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ropekit.experiments._common import Claim, Outputs, agreement, claim_rows, matplotlib_agg, protocol
+from ropekit.experiments._common import CLAIMS_CAPTION, Claim, Outputs, agreement, claim_rows, matplotlib_agg, protocol
 
 __all__ = [
     "NAME",
@@ -445,7 +445,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         findings, sanity, claims = findings + f, sanity + s, claims + c
     f, s, c = _receptive_field(cfg, out, seed)
     findings, sanity, claims = findings + f, sanity + s, claims + c
-    out.write_csv("claims", claim_rows(sanity, claims), "Sanity checks and published claims: published number beside the measured one.")
+    out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = (
         "YaRN (Peng et al. 2023) interpolates low frequencies and keeps high ones; seed 004 section 5.3: larger "
         "theta gives more local attention; Men et al. 2024 (Base of RoPE Bounds Context Length): the base lower "

@@ -24,6 +24,7 @@ from ropekit.experiments._classify import (
     train_encoders,
 )
 from ropekit.experiments._common import (
+    CLAIMS_CAPTION,
     Claim,
     Outputs,
     agreement,
@@ -93,7 +94,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     summary = summary_rows(correct, baselines)
     out.write_csv("summary", summary, f"Mean and spread over {len(seeds)} seed(s) with both baselines (test split, {len(te)} mails).")
     out.write_csv("by_length", len_rows, "Accuracy per quartile of the untruncated body length (mean over seeds).")
-    out.write_csv("history", hist, "Training loss per step and validation loss/accuracy of every model.")
+    out.write_csv("history", hist, "Training loss per step and validation loss/accuracy of every model.\nTidy rows (model, step, split, metric, value); plotted in the training-curve figure(s).")
     score_figure(
         out, correct, baselines, "scores",
         f"Spam/ham test accuracy per position encoding (bars = mean of {len(seeds)} seed(s), dots = seeds); dashed "
@@ -127,7 +128,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         claims.append(Claim(f"RoPE matches or beats {other} absolute positions on classification (A = RoPE, B = {other})",
                             "Su et al. 2021 (RoFormer)", "GLUE after pre-training; CAIL2019-SCM long texts",
                             f"{t} (protocol differs: no pre-training, a topic task)", "not tested"))
-    out.write_csv("claims", claim_rows(sanity, claims), "Sanity checks and published claims: published number beside the measured one.")
+    out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = ("Su et al. 2021 (RoFormer) report RoPE matching or beating absolute encodings on classification after "
                  "pre-training (GLUE, CAIL2019-SCM). This topic task from scratch is not that protocol: the claims are "
                  "shown with their measured differences but not tested; see the order task for a task where position decides.")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ropekit.experiments._common import (
+    CLAIMS_CAPTION,
     Claim,
     Outputs,
     agreement,
@@ -37,7 +38,16 @@ from ropekit.experiments._common import (
     protocol,
     style,
 )
-from ropekit.experiments._lm import SCALINGS, scaled_pe, swap_pe, task_eval, task_fns, train_model, window_losses
+from ropekit.experiments._lm import (
+    SCALINGS,
+    scaled_pe,
+    swap_pe,
+    task_eval,
+    task_fns,
+    train_model,
+    window_losses,
+    zero_shot_pe,
+)
 from ropekit.models import ModelConfig
 from ropekit.train import LMTask, TrainConfig
 
@@ -134,7 +144,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
                 continue
             rope_in_dist.append(float(window_losses(model, val, T, cfg["eval_tokens"]).mean()))
             for method in SCALINGS:
-                measure(model, f"RoPE + {method}", "zero-shot", s, lambda L, m=method: scaled_pe(m, L / T, T))
+                measure(model, f"RoPE + {method}", "zero-shot", s, lambda L, m=method: zero_shot_pe(m, L, T))
             for target in cfg["finetune_multiples"]:
                 ft_task = LMTask(splits.train, val, target * T, tok.vocab_size, eval_windows=max(1, cfg["eval_tokens"] // (target * T)))
                 ft_batch = max(1, cfg["batch"] // target)  # same bytes per step as the base training
@@ -168,7 +178,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         for (label, stage, L, s), v in losses.items()
     ]
     out.write_csv("loss", rows, "Validation nats/byte per model, stage, seed and evaluation length (mean over windows).")
-    out.write_csv("history", hist, "Training and validation loss per step of every trained and fine-tuned model.")
+    out.write_csv("history", hist, "Training and validation loss per step of every trained and fine-tuned model.\nTidy rows (model, step, split, metric, value); plotted in the training-curve figure(s).")
     notes = _figures(out, rows, cfg, lengths)
     plot_histories(
         out, [r for r in hist if r["stage"] == "train"], "training",
@@ -226,7 +236,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     o, t = compare(arr("ALiBi", "zero-shot", Lmax), arr("RoPE + none", "zero-shot", Lmax), higher_is_better=False)
     claims.append(Claim(f"ALiBi extrapolates better than unscaled RoPE at {Lmax // T}x (A = ALiBi, B = RoPE)",
                         "Press et al. 2022", "CPU pilot at 4x: ALiBi flat near 1.53 vs unscaled RoPE 2.49 nats/char", t, o))
-    out.write_csv("claims", claim_rows(sanity, claims), "Sanity checks and published claims: published number beside the measured one.")
+    out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = (
         "Chen et al. 2023 (PI): perplexity explodes beyond the training length without interpolation; PI plus ~1000 "
         "fine-tune steps at the target length extends the window. Peng et al. 2023 (YaRN): lower perplexity than PI, "
@@ -235,7 +245,10 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     scores = [{
         "task": f"extrapolation (zero-shot, {Lmax // T}x)",
         "higher_is_better": False,
-        "values": {m: float(arr(m, "zero-shot", Lmax).mean()) for m in ("RoPE + none", "ALiBi", "xPos", "NoPE")},
+        "values": {
+            ("RoPE" if m == "RoPE + none" else m): float(arr(m, "zero-shot", Lmax).mean())
+            for m in ("RoPE + none", "ALiBi", "xPos", "NoPE")
+        },
     }]
     return {"findings": findings, "published": published, "agreement": agreement(sanity, claims), "notes": notes,
             "scores": scores}

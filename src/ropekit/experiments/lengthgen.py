@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ropekit.experiments._common import (
+    CLAIMS_CAPTION,
     Claim,
     Outputs,
     agreement,
@@ -139,7 +140,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         for label in encs for n in cfg["test_ns"] for i, s in enumerate(seeds)
     ]
     out.write_csv("accuracy", rows, "Teacher-forced token and sequence accuracy per encoding, seed and length n.")
-    out.write_csv("history", hist, "Training loss per step of every model.")
+    out.write_csv("history", hist, "Training loss per step of every model.\nTidy rows (model, step, split, metric, value); plotted in the training-curve figure(s).")
     ind_ns = [n for n in cfg["test_ns"] if n <= cfg["train_max_n"]]
     ood_ns = [n for n in cfg["test_ns"] if n > cfg["train_max_n"]]
 
@@ -204,7 +205,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     prope = next(k for k in encs if k.startswith("p-RoPE"))
     claims.append(Claim("p-RoPE improves on RoPE", "Barbero et al. 2024", "p = 0.75 best in Gemma-scale language models",
                         f"OOD token accuracy {ood[prope]:.3f} vs RoPE {ood['RoPE']:.3f} (protocol differs: LM perplexity at scale)", "not tested"))
-    out.write_csv("claims", claim_rows(sanity, claims), "Sanity checks and published claims: published number beside the measured one.")
+    out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = ("Kazemnejad et al. 2023: NoPE > T5 bias > ALiBi > RoPE > absolute out of distribution on small synthetic tasks; "
                  "Ruoss et al. 2023: randomized positions improve length generalisation; Barbero et al. 2024: p-RoPE (p=0.75) in LMs.")
     scores = [{"task": f"copy, OOD (n <= {max(cfg['test_ns'])})", "higher_is_better": True, "values": dict(ood), "chance": 1 / cfg["n_symbols"]}]

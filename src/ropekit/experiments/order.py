@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ropekit.experiments._classify import bag_of_tokens, majority_class, score_figure, summary_rows, train_encoders
 from ropekit.experiments._common import (
+    CLAIMS_CAPTION,
     Claim,
     Outputs,
     agreement,
@@ -151,7 +152,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     out.write_csv("scores", rows, "Test accuracy per encoding and seed (fixed validation-split windows).")
     out.write_csv("summary", summary, f"Mean and spread over {len(seeds)} seed(s), with the order-blind baselines.")
     out.write_csv("by_length", len_rows, "Accuracy per window-length bucket (mean over seeds).")
-    out.write_csv("history", hist, "Training loss per step and validation loss/accuracy of every model.")
+    out.write_csv("history", hist, "Training loss per step and validation loss/accuracy of every model.\nTidy rows (model, step, split, metric, value); plotted in the training-curve figure(s).")
     score_figure(
         out, correct, baselines, "scores",
         f"SOTU windows as written vs reordered ({cfg['corruption']}): test accuracy per position encoding (bars = mean of {len(seeds)} "
@@ -188,7 +189,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         claims.append(Claim(f"RoPE beats {other} absolute positions on an order-dependent encoder task (A = RoPE, B = {other})",
                             "Su et al. 2021 (RoFormer)", "RoPE above absolute encodings on classification after pre-training", t,
                             o if o != "disagrees" else "disagrees"))
-    out.write_csv("claims", claim_rows(sanity, claims), "Sanity checks and published claims: published number beside the measured one.")
+    out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = ("Su et al. 2021 (RoFormer): RoPE matches or beats absolute encodings (sinusoidal, learned) in encoders. "
                  "Here the encoders are trained from scratch on a task whose label is order alone; the NoPE row is the "
                  "permutation-invariant reference (chance by construction).")

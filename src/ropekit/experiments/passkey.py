@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ropekit.experiments._common import (
+    CLAIMS_CAPTION,
     Claim,
     Outputs,
     agreement,
@@ -39,7 +40,7 @@ from ropekit.experiments._common import (
     protocol,
     style,
 )
-from ropekit.experiments._lm import scaled_pe, swap_pe, train_model
+from ropekit.experiments._lm import scaled_pe, swap_pe, train_model, zero_shot_pe
 from ropekit.models import ModelConfig
 from ropekit.train import TrainConfig
 
@@ -133,7 +134,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
 
     for method in SCALINGS:
         for L in lengths:
-            measure(swap_pe(model, scaled_pe(method, L / T, T)), method, "zero-shot", L)
+            measure(swap_pe(model, zero_shot_pe(method, L, T)), method, "zero-shot", L)
     for target in cfg["finetune_multiples"]:
         ft_batch = max(1, cfg["batch"] // target)  # same bytes per step as training
         ft_cfg = TrainConfig(steps=cfg["finetune_steps"], batch_size=ft_batch, lr=cfg["lr"] / 3,
@@ -153,7 +154,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         for j, d in enumerate(cfg["depths"])
     ]
     out.write_csv("accuracy", rows, f"Retrieval and digit accuracy per scaling, stage, prompt length and key depth ({cfg['samples']} prompts per cell).")
-    out.write_csv("history", hist, "Training loss per step of the base model and of every fine-tune.")
+    out.write_csv("history", hist, "Training loss per step of the base model and of every fine-tune.\nTidy rows (model, step, split, metric, value); plotted in the training-curve figure(s).")
     stages = ["zero-shot", *[f"fine-tuned at {t}x" for t in cfg["finetune_multiples"]]]
     _grid(out, rows, cfg, lengths, stages)
     plot_histories(out, [r for r in hist if r["stage"] == "train"], "training",
@@ -184,7 +185,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         o, t = compare(results[("YaRN", stage, L)][0], results[("none", stage, L)][0])
         claims.append(Claim(f"after fine-tuning at {target}x, YaRN retrieves at {L} bytes better than no scaling (A = YaRN, B = none)",
                             "Peng et al. 2023", "YaRN s=32 7B: 99.4% passkey accuracy to 128k", t, o))
-    out.write_csv("claims", claim_rows(sanity, claims), "Sanity checks and published claims: published number beside the measured one.")
+    out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = ("Mohtashami and Jaggi 2023 introduced the test; Chen et al. 2023: PI fine-tuned models retrieve across the "
                  "extended window while unscaled models fail beyond the training length; Peng et al. 2023 (YaRN, s=32, 7B): "
                  "99.4% to 128k after fine-tuning.")

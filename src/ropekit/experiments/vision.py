@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ropekit.experiments._common import (
+    CLAIMS_CAPTION,
     Claim,
     Outputs,
     agreement,
@@ -315,7 +316,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         "Training summary per encoding and seed.\n"
         f"{len(train_idx)} digits at 28x28, ropekit.train.run_steps (AdamW, warm-up + cosine), {cfg['epochs']} epochs, 1 thread.",
     )
-    out.write_csv("history", hist, "Training loss per step and validation accuracy at 28x28 of every ViT.")
+    out.write_csv("history", hist, "Training loss per step and validation accuracy at 28x28 of every ViT.\nTidy rows (model, step, split, metric, value); plotted in the training-curve figure(s).")
     if rel_rows:
         out.write_csv(
             "relativity",
@@ -327,7 +328,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     plot_histories(out, hist, "curves", "Training loss (running mean) and validation accuracy at 28x28 per ViT.\n"
                    f"The step function of ropekit.train; {cfg['epochs']} epochs of batch {cfg['batch_size']}.")
     findings, sanity, claims = _findings(acc_rows, rel_rows, cfg, len(test_idx), {k: np.stack(v) for k, v in items.items()})
-    out.write_csv("claims", claim_rows(sanity, claims), "Sanity checks and published claims: published number beside the measured one.")
+    out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = (
         "Heo et al. 2024 (Rotary Position Embedding for Vision Transformer, ECCV): on ImageNet, ViTs with RoPE-Axial "
         "and RoPE-Mixed keep accuracy better than interpolated learned absolute embeddings when tested above the "

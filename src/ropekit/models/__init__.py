@@ -12,6 +12,7 @@ See ``docs/training.md`` for training, checkpoints and the CLI.
 """
 
 from ropekit.models.attention import Attention, KVCache, LayerCache
+from ropekit.models.baselines import BagOfTokensClassifier
 from ropekit.models.io import CheckpointError, load_model, save_model
 from ropekit.models.positions import (
     POSITION_ENCODINGS,
@@ -41,6 +42,7 @@ __all__ = [
     "ROPE_ALIASES",
     "TASKS",
     "Attention",
+    "BagOfTokensClassifier",
     "Block",
     "CheckpointError",
     "DecoderLM",
