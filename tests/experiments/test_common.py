@@ -46,7 +46,11 @@ def test_dynamic_ntk_takes_the_configured_factor_not_the_length_ratio() -> None:
     """The length does the scaling of dynamic NTK: the spec must not also carry L / T (scaling it twice)."""
     spec = scaled_pe("dynamic NTK", 8.0 / 1.0, 64)
     assert spec["rope_parameters"]["factor"] == 8.0  # a configured factor passes through unchanged
-    assert scaled_pe("dynamic NTK", 1.0, 64)["rope_parameters"] == {"rope_theta": 10000.0, "rope_type": "dynamic", "factor": 1.0}
+    assert scaled_pe("dynamic NTK", 1.0, 64)["rope_parameters"] == {
+        "rope_theta": 10000.0,
+        "rope_type": "dynamic",
+        "factor": 1.0,
+    }
     assert scaled_pe("PI", 1.0, 64)["rope_parameters"]["rope_type"] == "default"
     assert scaled_pe("YaRN", 4.0, 64)["max_position_embeddings"] == 256
     zero = zero_shot_pe("dynamic NTK", 512, 64)["rope_parameters"]

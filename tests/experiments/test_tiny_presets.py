@@ -116,7 +116,10 @@ def _check_trained_model_loads_with_ropekit_eval(out: pathlib.Path) -> None:
     assert (run / "model.safetensors").is_file() and (run / "config.json").is_file()
     proc = subprocess.run(
         [sys.executable, "-m", "ropekit.cli", "eval", str(run), "--split", "test"],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -19,7 +19,7 @@ def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def test_order_blind_and_ignores_padding() -> None:
-    ids, lengths, labels = _data(32, 0)
+    ids, lengths, _ = _data(32, 0)
     model = BagOfTokensClassifier(17).fit_scaling(ids, lengths)
     torch.nn.init.normal_(model.linear.weight)
     perm = torch.stack([torch.cat((torch.randperm(int(n)), torch.arange(int(n), 12))) for n in lengths])  # [B, T]

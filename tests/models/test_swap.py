@@ -10,7 +10,9 @@ from ropekit.models import CheckpointError, ModelConfig, build_model, with_posit
 
 def _model(pe: dict) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(ModelConfig(task="lm", vocab_size=32, d_model=16, n_heads=2, n_layers=1, max_len=16, pe=pe)).eval()
+    return build_model(
+        ModelConfig(task="lm", vocab_size=32, d_model=16, n_heads=2, n_layers=1, max_len=16, pe=pe)
+    ).eval()
 
 
 def test_same_spec_gives_the_same_outputs_and_copies_weights() -> None:
@@ -31,7 +33,8 @@ def test_dynamic_ntk_at_factor_one_changes_nothing_inside_the_training_length_on
             if name.endswith(("q_proj.weight", "k_proj.weight")):
                 p.mul_(50.0)
     dyn = with_position_encoding(
-        model, {"kind": "rope", "max_position_embeddings": 16, "rope_parameters": {"rope_type": "dynamic", "factor": 1.0}}
+        model,
+        {"kind": "rope", "max_position_embeddings": 16, "rope_parameters": {"rope_type": "dynamic", "factor": 1.0}},
     )
     short, long = torch.randint(0, 32, (2, 16)), torch.randint(0, 32, (2, 64))
     torch.testing.assert_close(dyn(short), model(short), rtol=0, atol=0)

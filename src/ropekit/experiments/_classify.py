@@ -53,10 +53,18 @@ def train_encoders(
         for s in seeds:
             model_cfg = ModelConfig(d_model=cfg["d_model"], n_layers=cfg["n_layers"], max_len=cfg["max_len"], pe=pe)
             train_cfg = TrainConfig(
-                steps=cfg["steps"], batch_size=cfg["batch"], lr=cfg["lr"], warmup=max(1, cfg["steps"] // 10),
-                eval_every=max(1, cfg["steps"] // 4), seed=s,
+                steps=cfg["steps"],
+                batch_size=cfg["batch"],
+                lr=cfg["lr"],
+                warmup=max(1, cfg["steps"] // 10),
+                eval_every=max(1, cfg["steps"] // 4),
+                seed=s,
             )
-            out_dir = save_dir / f"{name}-{pe['kind']}" if save_dir is not None and s == seeds[0] and label == next(iter(encodings)) else None
+            out_dir = (
+                save_dir / f"{name}-{pe['kind']}"
+                if save_dir is not None and s == seeds[0] and label == next(iter(encodings))
+                else None
+            )
             result = train(model_cfg, task, train_cfg, out_dir=out_dir, progress=False, log_evals=False, overwrite=True)
             hist += history_rows(label, result.history, seed=s)
             correct[label].append((predict(result.model, ids, lengths) == labels).numpy().astype(np.float64))

@@ -257,9 +257,7 @@ def agreement(sanity: Sequence[tuple[str, bool]], claims: Sequence[Claim]) -> st
     )
     parts = [head]
     if sanity:
-        parts.append(
-            "Sanity checks: " + "; ".join(f"{t}: {'pass' if ok else 'FAIL'}" for t, ok in sanity) + "."
-        )
+        parts.append("Sanity checks: " + "; ".join(f"{t}: {'pass' if ok else 'FAIL'}" for t, ok in sanity) + ".")
     for c in claims:
         outcome = "not tested" if failed else c.outcome
         parts.append(f"[{outcome}] {c.statement} ({c.source}; published: {c.published}; measured: {c.measured}).")
@@ -270,7 +268,14 @@ def claim_rows(sanity: Sequence[tuple[str, bool]], claims: Sequence[Claim]) -> l
     """Rows of the claims table (published number beside the measured one)."""
     failed = any(not ok for _, ok in sanity)
     rows = [
-        {"kind": "sanity check", "statement": t, "source": "", "published": "", "measured": "", "outcome": "pass" if ok else "FAIL"}
+        {
+            "kind": "sanity check",
+            "statement": t,
+            "source": "",
+            "published": "",
+            "measured": "",
+            "outcome": "pass" if ok else "FAIL",
+        }
         for t, ok in sanity
     ]
     rows += [
@@ -293,26 +298,44 @@ def history_rows(model: str, history: Sequence[Mapping[str, Any]], **extra: Any)
     rows = []
     for h in history:
         if "loss" in h:
-            rows.append({"model": model, **extra, "step": h["step"], "split": "train", "metric": "loss", "value": h["loss"]})
+            rows.append(
+                {"model": model, **extra, "step": h["step"], "split": "train", "metric": "loss", "value": h["loss"]}
+            )
         for k, v in (h.get("eval") or {}).items():
             rows.append({"model": model, **extra, "step": h["step"], "split": "validation", "metric": k, "value": v})
     return rows
 
 
-def plot_histories(out: Outputs, rows: Sequence[Mapping[str, Any]], figure: str, caption: str, *, smooth: int = 10) -> None:
+def plot_histories(
+    out: Outputs, rows: Sequence[Mapping[str, Any]], figure: str, caption: str, *, smooth: int = 10
+) -> None:
     """Training loss (running mean over ``smooth`` steps) and validation metrics per model, one panel per metric."""
     plt = matplotlib_agg()
-    metrics = ["loss"] + sorted({r["metric"] for r in rows if r["split"] == "validation" and r["metric"] != "loss"})
+    metrics = ["loss", *sorted({r["metric"] for r in rows if r["split"] == "validation" and r["metric"] != "loss"})]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.6), squeeze=False)
     models = list(dict.fromkeys(r["model"] for r in rows))
     for ax, metric in zip(axes[0], metrics, strict=True):
         for m in models:
             st = style(m.split(" [")[0])
-            tr = [(r["step"], r["value"]) for r in rows if r["model"] == m and r["split"] == "train" and r["metric"] == metric]
+            tr = [
+                (r["step"], r["value"])
+                for r in rows
+                if r["model"] == m and r["split"] == "train" and r["metric"] == metric
+            ]
             if tr:
-                ys = np.convolve([v for _, v in tr], np.ones(smooth) / smooth, mode="valid") if len(tr) >= smooth else [v for _, v in tr]
-                ax.plot([s for s, _ in tr][len(tr) - len(ys) :], ys, color=st["color"], lw=1, alpha=0.8, label=f"{m} train")
-            va = [(r["step"], r["value"]) for r in rows if r["model"] == m and r["split"] == "validation" and r["metric"] == metric]
+                ys = (
+                    np.convolve([v for _, v in tr], np.ones(smooth) / smooth, mode="valid")
+                    if len(tr) >= smooth
+                    else [v for _, v in tr]
+                )
+                ax.plot(
+                    [s for s, _ in tr][len(tr) - len(ys) :], ys, color=st["color"], lw=1, alpha=0.8, label=f"{m} train"
+                )
+            va = [
+                (r["step"], r["value"])
+                for r in rows
+                if r["model"] == m and r["split"] == "validation" and r["metric"] == metric
+            ]
             if va:
                 ax.plot(*zip(*va, strict=True), color=st["color"], marker=st["marker"], ls="--", ms=4, label=f"{m} val")
         ax.set(xlabel="step", ylabel=metric, title=metric)
@@ -363,7 +386,9 @@ class Outputs:
         self.figures.append({"path": rel, "caption": caption})
         return rel
 
-    def section(self, *, title: str, config: Mapping[str, Any], seed: int, runtime_s: float, **body: Any) -> dict[str, Any]:
+    def section(
+        self, *, title: str, config: Mapping[str, Any], seed: int, runtime_s: float, **body: Any
+    ) -> dict[str, Any]:
         """Build the section dict (``body``: findings, published, agreement, notes, scores) and write it to
         ``sections/<name>.json``."""
         section = {

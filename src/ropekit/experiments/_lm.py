@@ -19,7 +19,7 @@ from ropekit.experiments._common import inner_progress
 from ropekit.models import ModelConfig, build_model, with_position_encoding
 from ropekit.train import TrainConfig, run_steps
 
-__all__ = ["SCALINGS", "scaled_pe", "zero_shot_pe", "swap_pe", "task_eval", "task_fns", "train_model", "window_losses"]
+__all__ = ["SCALINGS", "scaled_pe", "swap_pe", "task_eval", "task_fns", "train_model", "window_losses", "zero_shot_pe"]
 
 SCALINGS = ("none", "PI", "NTK", "dynamic NTK", "YaRN", "Llama 3")
 _THETA = 10000.0
@@ -105,7 +105,9 @@ def task_eval(task: Any) -> Callable[[nn.Module], dict[str, float]]:
 
 
 @torch.no_grad()
-def window_losses(model: nn.Module, stream: torch.Tensor, length: int, n_tokens: int, *, chunk: int | None = None) -> np.ndarray:
+def window_losses(
+    model: nn.Module, stream: torch.Tensor, length: int, n_tokens: int, *, chunk: int | None = None
+) -> np.ndarray:
     """Mean nats/token of each of ``n_tokens // length`` non-overlapping windows from the start of ``stream``:
     ``[n]``. With ``chunk``, each window is cut into independent pieces of ``chunk`` tokens (the same tokens
     read with a shorter context: a paired baseline)."""

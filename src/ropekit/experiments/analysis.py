@@ -12,13 +12,11 @@ Legend: ``d`` rotary dimension, ``r = m - n`` relative distance, ``theta_i = bas
 
 from __future__ import annotations
 
+import itertools
 import math
-import pathlib
-import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from ropekit.experiments._common import CLAIMS_CAPTION, Claim, Outputs, agreement, claim_rows, matplotlib_agg, protocol
 
@@ -164,7 +162,12 @@ def _decay(cfg: dict[str, Any], out: Outputs) -> Result:
         ]
         ax.plot(distances, bound, label=f"base {base:g}")
         early_late[base] = (float(bound[distances <= 16].mean()), float(bound[distances >= distances[-1] / 4].mean()))
-    ax.set(xscale="log", xlabel="relative distance r", ylabel="(2/d) sum_j |S_j(r)|", title=f"RoFormer decay bound, d={dim}")
+    ax.set(
+        xscale="log",
+        xlabel="relative distance r",
+        ylabel="(2/d) sum_j |S_j(r)|",
+        title=f"RoFormer decay bound, d={dim}",
+    )
     ax.legend(fontsize=8)
     out.write_csv("decay", rows, "Mean |S_j(r)| per base and distance (RoFormer's upper-bound factor).")
     out.save_figure(
@@ -174,12 +177,21 @@ def _decay(cfg: dict[str, Any], out: Outputs) -> Result:
         f"Computed exactly in float64 for d={dim} at {len(distances)} log-spaced distances.",
     )
     decays = [b for b, (e, late) in early_late.items() if late < e]
-    claim = Claim("the bound decays with relative distance", "Su et al. 2021 (RoFormer), section 3.4.3",
-                  "decaying upper bound (their figure 2, base 10000)",
-                  f"long-range mean below the r<=16 mean for {len(decays)} of {len(early_late)} bases",
-                  "agrees" if len(decays) == len(early_late) else "disagrees")
-    return [f"Decay bound: the mean of |S_j| at long range is below its value at r<=16 for {len(decays)} of "
-            f"{len(early_late)} bases ({', '.join(f'{b:g}' for b in decays) or 'none'})."], [], [claim]
+    claim = Claim(
+        "the bound decays with relative distance",
+        "Su et al. 2021 (RoFormer), section 3.4.3",
+        "decaying upper bound (their figure 2, base 10000)",
+        f"long-range mean below the r<=16 mean for {len(decays)} of {len(early_late)} bases",
+        "agrees" if len(decays) == len(early_late) else "disagrees",
+    )
+    return (
+        [
+            f"Decay bound: the mean of |S_j| at long range is below its value at r<=16 for {len(decays)} of "
+            f"{len(early_late)} bases ({', '.join(f'{b:g}' for b in decays) or 'none'})."
+        ],
+        [],
+        [claim],
+    )
 
 
 def _base_bound(cfg: dict[str, Any], out: Outputs) -> Result:
@@ -194,13 +206,29 @@ def _base_bound(cfg: dict[str, Any], out: Outputs) -> Result:
         ok = first_neg > L  # [G]
         base_min = float(grid[ok].min()) if ok.any() else math.nan
         fails = np.nonzero(~ok)[0]
-        above = float(grid[fails[-1] + 1]) if fails.size and fails[-1] + 1 < grid.size else (float(grid[0]) if not fails.size else math.nan)
+        above = (
+            float(grid[fails[-1] + 1])
+            if fails.size and fails[-1] + 1 < grid.size
+            else (float(grid[0]) if not fails.size else math.nan)
+        )
         holes = int(((~ok) & (grid > base_min)).sum()) if ok.any() else 0
         smallest.append(base_min)
         all_above.append(above)
-        rows.append({"dim": dim, "context_length": L, "smallest_passing_base": base_min, "every_base_passes_above": above,
-                     "failing_grid_bases_above_smallest": holes, "grid_points_per_decade": cfg["base_grid_per_decade"]})
-    out.write_csv("base_bound", rows, "Base lower bound per context: smallest passing base and the base above which every grid base passes.")
+        rows.append(
+            {
+                "dim": dim,
+                "context_length": L,
+                "smallest_passing_base": base_min,
+                "every_base_passes_above": above,
+                "failing_grid_bases_above_smallest": holes,
+                "grid_points_per_decade": cfg["base_grid_per_decade"],
+            }
+        )
+    out.write_csv(
+        "base_bound",
+        rows,
+        "Base lower bound per context: smallest passing base and the base above which every grid base passes.",
+    )
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     ax.plot(cfg["contexts"], smallest, "o-", label="smallest passing base")
     ax.plot(cfg["contexts"], all_above, "s--", label="every base above passes")
@@ -209,19 +237,27 @@ def _base_bound(cfg: dict[str, Any], out: Outputs) -> Result:
     out.save_figure(
         fig,
         "base_bound",
-        "RoPE base lower bound: sum_i cos(m theta_i) >= 0 for every m <= L, as the smallest passing base and as the base "
+        "RoPE base lower bound: sum_i cos(m theta_i) >= 0 for every m <= L, as the smallest passing base and as the "
+        "base "
         "above which every base passes.\n"
-        f"Exhaustive check of m = 1..L in float64 over a log grid of bases ({cfg['base_grid_per_decade']} per decade), d={dim}.",
+        f"Exhaustive check of m = 1..L in float64 over a log grid of bases ({cfg['base_grid_per_decade']} per "
+        f"decade), d={dim}.",
     )
     finite = [v for v in all_above if math.isfinite(v)]
-    monotone = all(b >= a for a, b in zip(finite, finite[1:]))
+    monotone = all(b >= a for a, b in itertools.pairwise(finite))
     holes = sum(r["failing_grid_bases_above_smallest"] > 0 for r in rows)
-    finding = (f"Base bound (d={dim}): at L={cfg['contexts'][0]} smallest passing base {smallest[0]:.3g}, every base above "
-               f"{all_above[0]:.3g} passes; at L={cfg['contexts'][-1]}: {smallest[-1]:.3g} and {all_above[-1]:.3g}. "
-               f"For {holes} of {len(rows)} contexts some base above the smallest passing one fails (not an interval).")
-    claim = Claim("the base lower bound grows with the context length", "Men et al. 2024 (Base of RoPE Bounds Context Length)",
-                  "bound increasing in L (published tables disagree with each other, so no number is quoted)",
-                  f"'every base above passes' non-decreasing in L: {monotone}", "agrees" if monotone else "disagrees")
+    finding = (
+        f"Base bound (d={dim}): at L={cfg['contexts'][0]} smallest passing base {smallest[0]:.3g}, every base above "
+        f"{all_above[0]:.3g} passes; at L={cfg['contexts'][-1]}: {smallest[-1]:.3g} and {all_above[-1]:.3g}. "
+        f"For {holes} of {len(rows)} contexts some base above the smallest passing one fails (not an interval)."
+    )
+    claim = Claim(
+        "the base lower bound grows with the context length",
+        "Men et al. 2024 (Base of RoPE Bounds Context Length)",
+        "bound increasing in L (published tables disagree with each other, so no number is quoted)",
+        f"'every base above passes' non-decreasing in L: {monotone}",
+        "agrees" if monotone else "disagrees",
+    )
     return [finding], [], [claim]
 
 
@@ -230,8 +266,14 @@ def _critical(cfg: dict[str, Any], out: Outputs) -> Result:
     plt = matplotlib_agg()
     dim = cfg["dim"]
     train_lens = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
-    rows = [{"dim": dim, "base": b, "train_len": t, "critical_dim": critical_dimension(dim, b, t)} for b in cfg["bases"] for t in train_lens]
-    out.write_csv("critical_dim", rows, "Critical dimension 2 ceil((d/2) log_base(T/2pi)) per base and training length.")
+    rows = [
+        {"dim": dim, "base": b, "train_len": t, "critical_dim": critical_dimension(dim, b, t)}
+        for b in cfg["bases"]
+        for t in train_lens
+    ]
+    out.write_csv(
+        "critical_dim", rows, "Critical dimension 2 ceil((d/2) log_base(T/2pi)) per base and training length."
+    )
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for b in cfg["bases"]:
         ax.plot(train_lens, [critical_dimension(dim, b, t) for t in train_lens], "o-", label=f"base {b:g}")
@@ -245,8 +287,13 @@ def _critical(cfg: dict[str, Any], out: Outputs) -> Result:
         "Formula of Liu et al. 2023 evaluated per base and training length (no training).",
     )
     crit = critical_dimension(128, 10000.0, 4096)
-    claim = Claim("critical dimension for d=128, base 10000, T=4096", "Liu et al. 2023 (Scaling Laws of RoPE-based Extrapolation)",
-                  "92", str(crit), "agrees" if crit == 92 else "disagrees")
+    claim = Claim(
+        "critical dimension for d=128, base 10000, T=4096",
+        "Liu et al. 2023 (Scaling Laws of RoPE-based Extrapolation)",
+        "92",
+        str(crit),
+        "agrees" if crit == 92 else "disagrees",
+    )
     return [f"Critical dimension for d=128, base 10000, T=4096: {crit}."], [], [claim]
 
 
@@ -324,13 +371,18 @@ def _frequencies(cfg: dict[str, Any], out: Outputs) -> Result:
     between = bool(np.all(yarn <= base_f * (1 + 1e-6)) and np.all(yarn >= base_f / s * (1 - 1e-6)))
     kept = int(np.isclose(yarn, base_f, rtol=1e-6).sum())
     interp = int(np.isclose(yarn, base_f / s, rtol=1e-6).sum())
-    finding = (f"YaRN at factor {s:g}: {kept} of {r} pairs keep the default frequency, {interp} are divided by "
-               f"{s:g}, all lie between default/{s:g} and default: {between}.")
-    claim = Claim("YaRN keeps high frequencies and interpolates low ones (all between default/s and default)",
-                  "Peng et al. 2023 (YaRN)", "ramp between no interpolation and PI", f"{kept} kept, {interp} divided by s, between: {between}",
-                  "agrees" if between and kept and interp else "disagrees")
+    finding = (
+        f"YaRN at factor {s:g}: {kept} of {r} pairs keep the default frequency, {interp} are divided by "
+        f"{s:g}, all lie between default/{s:g} and default: {between}."
+    )
+    claim = Claim(
+        "YaRN keeps high frequencies and interpolates low ones (all between default/s and default)",
+        "Peng et al. 2023 (YaRN)",
+        "ramp between no interpolation and PI",
+        f"{kept} kept, {interp} divided by s, between: {between}",
+        "agrees" if between and kept and interp else "disagrees",
+    )
     return [finding], [], [claim]
-
 
 
 def _locality(cfg: dict[str, Any], out: Outputs) -> Result:
@@ -376,11 +428,18 @@ def _locality(cfg: dict[str, Any], out: Outputs) -> Result:
         "Causal softmax attention of identical content q = k under RoPE with frequencies scaled x4 and x0.02.\n"
         f"Scores sum_i 2cos((m-n)theta_i)/sqrt(d), d={hd}, base 10000; colour gamma 0.3.",
     )
-    claim = Claim("larger theta concentrates attention near the diagonal", "seed 004, section 5.3", "qualitative",
-                  f"mass within 8 tokens {m_big:.2f} ({lab_big}) vs {m_small:.2f} ({lab_small})",
-                  "agrees" if m_big > m_small else "disagrees")
-    return [f"Locality: attention mass within 8 tokens is {m_big:.2f} for {lab_big} and {m_small:.2f} for {lab_small}."], [], [claim]
-
+    claim = Claim(
+        "larger theta concentrates attention near the diagonal",
+        "seed 004, section 5.3",
+        "qualitative",
+        f"mass within 8 tokens {m_big:.2f} ({lab_big}) vs {m_small:.2f} ({lab_small})",
+        "agrees" if m_big > m_small else "disagrees",
+    )
+    return (
+        [f"Locality: attention mass within 8 tokens is {m_big:.2f} for {lab_big} and {m_small:.2f} for {lab_small}."],
+        [],
+        [claim],
+    )
 
 
 def _receptive_field(cfg: dict[str, Any], out: Outputs, seed: int) -> Result:
@@ -432,7 +491,12 @@ def _receptive_field(cfg: dict[str, Any], out: Outputs, seed: int) -> Result:
         + ", ".join(f"{v:.2f} (alpha {k:g})" for k, v in hilbert_corr.items())
         + "."
     )
-    sanity = [(f"the Hilbert-pair score equals the direct RoPE score with theta* (max |error| {max_err:.1e} <= 1e-9)", max_err <= 1e-9)]
+    sanity = [
+        (
+            f"the Hilbert-pair score equals the direct RoPE score with theta* (max |error| {max_err:.1e} <= 1e-9)",
+            max_err <= 1e-9,
+        )
+    ]
     return [finding], sanity, []
 
 

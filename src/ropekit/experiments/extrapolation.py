@@ -127,17 +127,26 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     rope_in_dist: list[float] = []
     for s in seeds:
         train_cfg = TrainConfig(
-            steps=cfg["steps"], batch_size=cfg["batch"], lr=cfg["lr"], warmup=max(1, cfg["steps"] // 10), seed=s,
+            steps=cfg["steps"],
+            batch_size=cfg["batch"],
+            lr=cfg["lr"],
+            warmup=max(1, cfg["steps"] // 10),
+            seed=s,
             eval_every=max(1, cfg["steps"] // 5),
         )
         loss_fn, batch_fn = task_fns(base_task, cfg["batch"], s)
         for label, kind in {"RoPE": "rope", **REFERENCES}.items():
             model_cfg = ModelConfig(
-                task="lm", vocab_size=tok.vocab_size, d_model=cfg["d_model"], n_layers=cfg["n_layers"], max_len=T,
+                task="lm",
+                vocab_size=tok.vocab_size,
+                d_model=cfg["d_model"],
+                n_layers=cfg["n_layers"],
+                max_len=T,
                 pe={"kind": kind},
             )
-            model, history = train_model(model_cfg, loss_fn, batch_fn, train_cfg, eval_fn=task_eval(base_task),
-                                         desc=f"{NAME}: {label} seed {s}")
+            model, history = train_model(
+                model_cfg, loss_fn, batch_fn, train_cfg, eval_fn=task_eval(base_task), desc=f"{NAME}: {label} seed {s}"
+            )
             hist += history_rows(label, history, stage="train", seed=s)
             if kind != "rope":
                 measure(model, label, "zero-shot", s, None)
@@ -146,18 +155,33 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
             for method in SCALINGS:
                 measure(model, f"RoPE + {method}", "zero-shot", s, lambda L, m=method: zero_shot_pe(m, L, T))
             for target in cfg["finetune_multiples"]:
-                ft_task = LMTask(splits.train, val, target * T, tok.vocab_size, eval_windows=max(1, cfg["eval_tokens"] // (target * T)))
+                ft_task = LMTask(
+                    splits.train,
+                    val,
+                    target * T,
+                    tok.vocab_size,
+                    eval_windows=max(1, cfg["eval_tokens"] // (target * T)),
+                )
                 ft_batch = max(1, cfg["batch"] // target)  # same bytes per step as the base training
                 ft_cfg = TrainConfig(
-                    steps=cfg["finetune_steps"], batch_size=ft_batch, lr=cfg["lr"] / 3,
-                    warmup=max(1, cfg["finetune_steps"] // 10), seed=s, eval_every=max(1, cfg["finetune_steps"] // 4),
+                    steps=cfg["finetune_steps"],
+                    batch_size=ft_batch,
+                    lr=cfg["lr"] / 3,
+                    warmup=max(1, cfg["finetune_steps"] // 10),
+                    seed=s,
+                    eval_every=max(1, cfg["finetune_steps"] // 4),
                 )
                 ft_loss, ft_batches = task_fns(ft_task, ft_batch, 10_000 + s)  # same batches for every method
                 for method in FINETUNED:
                     pe = scaled_pe(method, float(target), T)
                     tuned, history = train_model(
-                        ModelConfig(**{**model.config.to_dict(), "pe": pe}), ft_loss, ft_batches, ft_cfg,
-                        eval_fn=task_eval(ft_task), init=model, desc=f"{NAME}: fine-tune {method} at {target}x",
+                        ModelConfig(**{**model.config.to_dict(), "pe": pe}),
+                        ft_loss,
+                        ft_batches,
+                        ft_cfg,
+                        eval_fn=task_eval(ft_task),
+                        init=model,
+                        desc=f"{NAME}: fine-tune {method} at {target}x",
                     )
                     label = f"RoPE + {method}"
                     hist += history_rows(label, history, stage=f"fine-tune {target}x", seed=s)
@@ -177,17 +201,29 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         }
         for (label, stage, L, s), v in losses.items()
     ]
-    out.write_csv("loss", rows, "Validation nats/byte per model, stage, seed and evaluation length (mean over windows).")
-    out.write_csv("history", hist, "Training and validation loss per step of every trained and fine-tuned model.\nTidy rows (model, step, split, metric, value); plotted in the training-curve figure(s).")
+    out.write_csv(
+        "loss", rows, "Validation nats/byte per model, stage, seed and evaluation length (mean over windows)."
+    )
+    out.write_csv(
+        "history",
+        hist,
+        "Training and validation loss per step of every trained and fine-tuned model.\nTidy rows (model, step, split, "
+        "metric, value); plotted in the training-curve figure(s).",
+    )
     notes = _figures(out, rows, cfg, lengths)
     plot_histories(
-        out, [r for r in hist if r["stage"] == "train"], "training",
+        out,
+        [r for r in hist if r["stage"] == "train"],
+        "training",
         f"Training loss (running mean) and validation loss of the models trained at {T} bytes.\n"
-        f"{cfg['steps']} steps of batch {cfg['batch']}; validation = {cfg['eval_tokens']} bytes of the SOTU validation split.",
+        f"{cfg['steps']} steps of batch {cfg['batch']}; validation = {cfg['eval_tokens']} bytes of the SOTU "
+        "validation split.",
     )
     for target in cfg["finetune_multiples"]:
         plot_histories(
-            out, [r for r in hist if r["stage"] == f"fine-tune {target}x"], f"finetune_{target}x",
+            out,
+            [r for r in hist if r["stage"] == f"fine-tune {target}x"],
+            f"finetune_{target}x",
             f"Fine-tuning curves at {target * T} bytes (factor {target}) from the same RoPE weights, per scaling.\n"
             f"{cfg['finetune_steps']} steps, identical batches for every method (paired).",
         )
@@ -201,7 +237,9 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         f"Zero-shot at {Lmax // T}x ({Lmax} bytes): "
         + ", ".join(
             f"{m} {arr(m, 'zero-shot', Lmax).mean():.3f}"
-            for m in sorted({k[0] for k in losses if k[1] == "zero-shot"}, key=lambda m: arr(m, "zero-shot", Lmax).mean())
+            for m in sorted(
+                {k[0] for k in losses if k[1] == "zero-shot"}, key=lambda m: arr(m, "zero-shot", Lmax).mean()
+            )
         )
         + " nats/byte.",
     ]
@@ -210,48 +248,96 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         findings.append(
             f"After {cfg['finetune_steps']} fine-tune steps at {target}x: at {target}x "
             + ", ".join(f"{m} {arr(f'RoPE + {m}', stage, target * T).mean():.3f}" for m in FINETUNED)
-            + f"; at 1x " + ", ".join(f"{m} {arr(f'RoPE + {m}', stage, T).mean():.3f}" for m in FINETUNED) + "."
+            + "; at 1x "
+            + ", ".join(f"{m} {arr(f'RoPE + {m}', stage, T).mean():.3f}" for m in FINETUNED)
+            + "."
         )
-    sanity = [(f"RoPE learned beyond unigram statistics in distribution ({np.mean(rope_in_dist):.3f} < {unigram:.3f})",
-               float(np.mean(rope_in_dist)) < unigram)]
+    sanity = [
+        (
+            f"RoPE learned beyond unigram statistics in distribution ({np.mean(rope_in_dist):.3f} < {unigram:.3f})",
+            float(np.mean(rope_in_dist)) < unigram,
+        )
+    ]
     claims = []
-    o, t = compare(arr("RoPE + none", "zero-shot", Lmax), arr("RoPE + none", "zero-shot", Lmax, short), higher_is_better=True)
-    claims.append(Claim(
-        f"unscaled RoPE gets worse beyond the training length (A = the same bytes at {Lmax} vs B = at {T})",
-        "Chen et al. 2023", "LLaMA-7B without extension: > 1e3 ppl at 4k (trained at 2k)", t, o))
+    o, t = compare(
+        arr("RoPE + none", "zero-shot", Lmax), arr("RoPE + none", "zero-shot", Lmax, short), higher_is_better=True
+    )
+    claims.append(
+        Claim(
+            f"unscaled RoPE gets worse beyond the training length (A = the same bytes at {Lmax} vs B = at {T})",
+            "Chen et al. 2023",
+            "LLaMA-7B without extension: > 1e3 ppl at 4k (trained at 2k)",
+            t,
+            o,
+        )
+    )
     for target in cfg["finetune_multiples"]:
         stage, L = f"fine-tuned at {target}x", target * T
         o, t = compare(arr("RoPE + PI", stage, L), arr("RoPE + none", stage, L), higher_is_better=False)
-        claims.append(Claim(
-            f"fine-tuned at {target}x with PI beats fine-tuning without scaling at {L} bytes (A = PI, B = none, same steps)",
-            "Chen et al. 2023", "PI to 32k after 1000 steps: 7.23 / 6.77 ppl at 2k / 32k; direct fine-tuning extends little", t, o))
+        claims.append(
+            Claim(
+                f"fine-tuned at {target}x with PI beats fine-tuning without scaling at {L} bytes (A = PI, B = none, "
+                "same steps)",
+                "Chen et al. 2023",
+                "PI to 32k after 1000 steps: 7.23 / 6.77 ppl at 2k / 32k; direct fine-tuning extends little",
+                t,
+                o,
+            )
+        )
         o, t = compare(arr("RoPE + YaRN", stage, L), arr("RoPE + PI", stage, L), higher_is_better=False)
-        claims.append(Claim(
-            f"fine-tuned at {target}x, YaRN beats PI at {L} bytes (A = YaRN, B = PI)",
-            "Peng et al. 2023", "YaRN below PI after fine-tuning (LLaMA 2 7B, Proof-pile)", t, o))
+        claims.append(
+            Claim(
+                f"fine-tuned at {target}x, YaRN beats PI at {L} bytes (A = YaRN, B = PI)",
+                "Peng et al. 2023",
+                "YaRN below PI after fine-tuning (LLaMA 2 7B, Proof-pile)",
+                t,
+                o,
+            )
+        )
     L4 = 4 * T if 4 * T in lengths else Lmax
     o1, t1 = compare(arr("RoPE + NTK", "zero-shot", L4), arr("RoPE + PI", "zero-shot", L4), higher_is_better=False)
-    claims.append(Claim(f"zero-shot NTK beats zero-shot PI at {L4 // T}x (A = NTK, B = PI)", "bloc97 2023; Peng et al. 2023",
-                        "CPU pilot (REFERENCE) at 4x: NTK 1.91 vs PI 2.88 nats/char", t1, o1))
+    claims.append(
+        Claim(
+            f"zero-shot NTK beats zero-shot PI at {L4 // T}x (A = NTK, B = PI)",
+            "bloc97 2023; Peng et al. 2023",
+            "CPU pilot (REFERENCE) at 4x: NTK 1.91 vs PI 2.88 nats/char",
+            t1,
+            o1,
+        )
+    )
     o, t = compare(arr("ALiBi", "zero-shot", Lmax), arr("RoPE + none", "zero-shot", Lmax), higher_is_better=False)
-    claims.append(Claim(f"ALiBi extrapolates better than unscaled RoPE at {Lmax // T}x (A = ALiBi, B = RoPE)",
-                        "Press et al. 2022", "CPU pilot at 4x: ALiBi flat near 1.53 vs unscaled RoPE 2.49 nats/char", t, o))
+    claims.append(
+        Claim(
+            f"ALiBi extrapolates better than unscaled RoPE at {Lmax // T}x (A = ALiBi, B = RoPE)",
+            "Press et al. 2022",
+            "CPU pilot at 4x: ALiBi flat near 1.53 vs unscaled RoPE 2.49 nats/char",
+            t,
+            o,
+        )
+    )
     out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = (
         "Chen et al. 2023 (PI): perplexity explodes beyond the training length without interpolation; PI plus ~1000 "
         "fine-tune steps at the target length extends the window. Peng et al. 2023 (YaRN): lower perplexity than PI, "
         "zero-shot and fine-tuned. Press et al. 2022: ALiBi extrapolates."
     )
-    scores = [{
-        "task": f"extrapolation (zero-shot, {Lmax // T}x)",
-        "higher_is_better": False,
-        "values": {
-            ("RoPE" if m == "RoPE + none" else m): float(arr(m, "zero-shot", Lmax).mean())
-            for m in ("RoPE + none", "ALiBi", "xPos", "NoPE")
-        },
-    }]
-    return {"findings": findings, "published": published, "agreement": agreement(sanity, claims), "notes": notes,
-            "scores": scores}
+    scores = [
+        {
+            "task": f"extrapolation (zero-shot, {Lmax // T}x)",
+            "higher_is_better": False,
+            "values": {
+                ("RoPE" if m == "RoPE + none" else m): float(arr(m, "zero-shot", Lmax).mean())
+                for m in ("RoPE + none", "ALiBi", "xPos", "NoPE")
+            },
+        }
+    ]
+    return {
+        "findings": findings,
+        "published": published,
+        "agreement": agreement(sanity, claims),
+        "notes": notes,
+        "scores": scores,
+    }
 
 
 def _figures(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], lengths: list[int]) -> list[str]:
@@ -267,9 +353,28 @@ def _figures(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], leng
         labels = list(dict.fromkeys(r["model"] for r in rows if r["stage"] == stage))
         shown = []
         for label in labels:
-            pts = [(L, np.mean([r["loss_nats_per_byte"] for r in rows if r["model"] == label and r["stage"] == stage and r["eval_len"] == L])) for L in lengths]
+            pts = [
+                (
+                    L,
+                    np.mean(
+                        [
+                            r["loss_nats_per_byte"]
+                            for r in rows
+                            if r["model"] == label and r["stage"] == stage and r["eval_len"] == L
+                        ]
+                    ),
+                )
+                for L in lengths
+            ]
             st = style(label)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-" if label.startswith("RoPE") else "--", ms=4, label=label, **st)
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                "-" if label.startswith("RoPE") else "--",
+                ms=4,
+                label=label,
+                **st,
+            )
             shown += [p[1] for p in pts]
         ax.axvline(T, color="grey", ls=":", lw=0.8)
         ax.set_xscale("log", base=2)
@@ -286,6 +391,7 @@ def _figures(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], leng
         "loss_vs_length",
         f"Validation loss vs evaluation length, byte LM trained at {T}: zero-shot (left) and after fine-tuning at the "
         "target length with the factor set to the target (right).\n"
-        f"SOTU validation, {cfg['eval_tokens']} bytes per point, mean over {cfg['seeds']} seed(s); dotted = training length.",
+        f"SOTU validation, {cfg['eval_tokens']} bytes per point, mean over {cfg['seeds']} seed(s); dotted = training "
+        "length.",
     )
     return notes

@@ -3,11 +3,12 @@
 Each example is a window of ``n`` bytes of speech text (``n`` uniform in ``[min_len, max_len]``, eos separators
 removed). Label 0: the window as written. Label 1: the same bytes reordered by ``corruption``: ``reverse`` (the
 presets) or ``swap_halves`` (``b + a`` for ``a + b``, cut at ``n // 2``; while sizing the presets, RoPE stayed at
-chance on it after 250 steps at lr 2e-3, so the presets use the reversal). Both classes hold the same multiset of bytes, so a bag of tokens is at chance, and so
-is a bidirectional encoder without position information (mean pooling over a permutation-equivariant stack is
-permutation invariant: NoPE can only guess). Position encodings compared: RoPE, sinusoidal, learned absolute, NoPE
-and the receptive-field RoPE variant (``pe`` kind ``receptive``), trained with :func:`ropekit.train.train` on
-windows of the train split; tested on a fixed set of windows of the validation split, accuracy by length.
+chance on it after 250 steps at lr 2e-3, so the presets use the reversal). Both classes hold the same multiset of
+bytes, so a bag of tokens is at chance, and so is a bidirectional encoder without position information (mean pooling
+over a permutation-equivariant stack is permutation invariant: NoPE can only guess). Position encodings compared:
+RoPE, sinusoidal, learned absolute, NoPE and the receptive-field RoPE variant (``pe`` kind ``receptive``), trained
+with :func:`ropekit.train.train` on windows of the train split; tested on a fixed set of windows of the validation
+split, accuracy by length.
 
 Legend: ``ids: [B, max_len]`` right-padded bytes (bos first), ``lengths: [B]``, ``labels: [B]``.
 """
@@ -40,12 +41,42 @@ NAME = "order"
 TITLE = "Order classification (SOTU): text as written or reversed, where position decides"
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"corruption": "reverse", "min_len": 16, "max_len": 32, "steps": 4, "batch": 8, "d_model": 32, "n_layers": 1,
-             "seeds": 1, "lr": 1e-2, "n_test": 64},
-    "quick": {"corruption": "reverse", "min_len": 16, "max_len": 64, "steps": 450, "batch": 32, "d_model": 64, "n_layers": 2,
-              "seeds": 3, "lr": 1e-2, "n_test": 512},
-    "full": {"corruption": "reverse", "min_len": 16, "max_len": 96, "steps": 900, "batch": 32, "d_model": 64, "n_layers": 2,
-             "seeds": 5, "lr": 1e-2, "n_test": 1024},
+    "tiny": {
+        "corruption": "reverse",
+        "min_len": 16,
+        "max_len": 32,
+        "steps": 4,
+        "batch": 8,
+        "d_model": 32,
+        "n_layers": 1,
+        "seeds": 1,
+        "lr": 1e-2,
+        "n_test": 64,
+    },
+    "quick": {
+        "corruption": "reverse",
+        "min_len": 16,
+        "max_len": 64,
+        "steps": 450,
+        "batch": 32,
+        "d_model": 64,
+        "n_layers": 2,
+        "seeds": 3,
+        "lr": 1e-2,
+        "n_test": 512,
+    },
+    "full": {
+        "corruption": "reverse",
+        "min_len": 16,
+        "max_len": 96,
+        "steps": 900,
+        "batch": 32,
+        "d_model": 64,
+        "n_layers": 2,
+        "seeds": 5,
+        "lr": 1e-2,
+        "n_test": 1024,
+    },
 }
 
 ENCODINGS: dict[str, dict[str, Any]] = {
@@ -91,10 +122,18 @@ class OrderTask:
 
     name = "classify"
 
-    def __init__(self, train: torch.Tensor, validation: torch.Tensor, cfg: dict[str, Any], vocab_size: int, bos: int, pad: int) -> None:
+    def __init__(
+        self, train: torch.Tensor, validation: torch.Tensor, cfg: dict[str, Any], vocab_size: int, bos: int, pad: int
+    ) -> None:
         self.train, self.cfg, self.vocab_size, self.bos, self.pad = train, cfg, vocab_size, bos, pad
         self.eval = make_examples(
-            validation, cfg["n_test"], cfg["min_len"], cfg["max_len"], bos, pad, torch.Generator().manual_seed(4321),
+            validation,
+            cfg["n_test"],
+            cfg["min_len"],
+            cfg["max_len"],
+            bos,
+            pad,
+            torch.Generator().manual_seed(4321),
             cfg.get("corruption", "swap_halves"),
         )
         self.max_len = cfg["max_len"] + 1
@@ -104,7 +143,16 @@ class OrderTask:
 
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 7919 + 17)
-        return make_examples(self.train, batch_size, self.cfg["min_len"], self.cfg["max_len"], self.bos, self.pad, g, self.cfg.get("corruption", "swap_halves"))
+        return make_examples(
+            self.train,
+            batch_size,
+            self.cfg["min_len"],
+            self.cfg["max_len"],
+            self.bos,
+            self.pad,
+            g,
+            self.cfg.get("corruption", "swap_halves"),
+        )
 
     def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
         ids, lengths, labels = batch
@@ -115,7 +163,10 @@ class OrderTask:
         ids, lengths, labels = (t[rank::world] for t in self.eval)
         logits = model(ids[:, : int(lengths.max())], lengths)
         n = float(ids.shape[0])
-        return {"loss": (float(F.cross_entropy(logits, labels, reduction="sum")), n), "accuracy": (float((logits.argmax(-1) == labels).sum()), n)}
+        return {
+            "loss": (float(F.cross_entropy(logits, labels, reduction="sum")), n),
+            "accuracy": (float((logits.argmax(-1) == labels).sum()), n),
+        }
 
     def spec(self) -> dict[str, Any]:
         return {"name": "order", "source": "sotu", "min_len": self.cfg["min_len"], "max_len": self.cfg["max_len"]}
@@ -131,20 +182,49 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     train_stream = splits.train[splits.train != tok.eos_id]
     val_stream = splits.validation[splits.validation != tok.eos_id]
     task = OrderTask(train_stream, val_stream, cfg, tok.vocab_size, tok.bos_id, tok.pad_id)
-    test = make_examples(val_stream, cfg["n_test"], cfg["min_len"], cfg["max_len"], tok.bos_id, tok.pad_id, torch.Generator().manual_seed(8765))
+    test = make_examples(
+        val_stream,
+        cfg["n_test"],
+        cfg["min_len"],
+        cfg["max_len"],
+        tok.bos_id,
+        tok.pad_id,
+        torch.Generator().manual_seed(8765),
+    )
     seeds = list(range(seed, seed + cfg["seeds"]))
     model_cfg = {**cfg, "max_len": cfg["max_len"] + 1}
     correct, hist = train_encoders(task, test, ENCODINGS, model_cfg, seeds, name=NAME)
-    bag_train = make_examples(train_stream, 4 * cfg["n_test"], cfg["min_len"], cfg["max_len"], tok.bos_id, tok.pad_id, torch.Generator().manual_seed(99))
-    baselines = {"bag of tokens": bag_of_tokens(bag_train, test, tok.vocab_size), "majority class": majority_class(bag_train[2], test[2])}
+    bag_train = make_examples(
+        train_stream,
+        4 * cfg["n_test"],
+        cfg["min_len"],
+        cfg["max_len"],
+        tok.bos_id,
+        tok.pad_id,
+        torch.Generator().manual_seed(99),
+    )
+    baselines = {
+        "bag of tokens": bag_of_tokens(bag_train, test, tok.vocab_size),
+        "majority class": majority_class(bag_train[2], test[2]),
+    }
 
     lengths = test[1].numpy() - 1
     edges = np.unique(np.quantile(lengths, [0.0, 0.25, 0.5, 0.75, 1.0]).round().astype(int))
     bucket = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, len(edges) - 2)
     names = [f"{edges[b]}-{edges[b + 1]}" for b in range(len(edges) - 1)]
-    rows = [{"model": k, "seed": s, "accuracy": float(c[i].mean()), "n_test": int(c.shape[1])} for k, c in correct.items() for i, s in enumerate(seeds)]
+    rows = [
+        {"model": k, "seed": s, "accuracy": float(c[i].mean()), "n_test": int(c.shape[1])}
+        for k, c in correct.items()
+        for i, s in enumerate(seeds)
+    ]
     len_rows = [
-        {"model": k, "length_bytes": names[b], "bucket_index": b, "n": int((bucket == b).sum()), "accuracy": float(c[..., bucket == b].mean())}
+        {
+            "model": k,
+            "length_bytes": names[b],
+            "bucket_index": b,
+            "n": int((bucket == b).sum()),
+            "accuracy": float(c[..., bucket == b].mean()),
+        }
         for k, c in {**correct, **baselines}.items()
         for b in range(len(names))
     ]
@@ -152,26 +232,51 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     out.write_csv("scores", rows, "Test accuracy per encoding and seed (fixed validation-split windows).")
     out.write_csv("summary", summary, f"Mean and spread over {len(seeds)} seed(s), with the order-blind baselines.")
     out.write_csv("by_length", len_rows, "Accuracy per window-length bucket (mean over seeds).")
-    out.write_csv("history", hist, "Training loss per step and validation loss/accuracy of every model.\nTidy rows (model, step, split, metric, value); plotted in the training-curve figure(s).")
+    out.write_csv(
+        "history",
+        hist,
+        "Training loss per step and validation loss/accuracy of every model.\nTidy rows (model, step, split, metric, "
+        "value); plotted in the training-curve figure(s).",
+    )
     score_figure(
-        out, correct, baselines, "scores",
-        f"SOTU windows as written vs reordered ({cfg['corruption']}): test accuracy per position encoding (bars = mean of {len(seeds)} "
+        out,
+        correct,
+        baselines,
+        "scores",
+        f"SOTU windows as written vs reordered ({cfg['corruption']}): test accuracy per position encoding (bars = "
+        f"mean of {len(seeds)} "
         "seed(s), dots = seeds); dashed: bag of tokens and majority class (chance, by construction).\n"
-        f"{cfg['n_test']} validation windows of {cfg['min_len']}-{cfg['max_len']} bytes; {cfg['steps']} steps of batch {cfg['batch']}; y from 0.",
+        f"{cfg['n_test']} validation windows of {cfg['min_len']}-{cfg['max_len']} bytes; {cfg['steps']} steps of "
+        f"batch {cfg['batch']}; y from 0.",
     )
     plt = matplotlib_agg()
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     for k in [*ENCODINGS, "bag of tokens"]:
         st = style(k)
-        ax.plot(range(len(names)), [r["accuracy"] for r in len_rows if r["model"] == k], marker=st["marker"], color=st["color"], label=k)
+        ax.plot(
+            range(len(names)),
+            [r["accuracy"] for r in len_rows if r["model"] == k],
+            marker=st["marker"],
+            color=st["color"],
+            label=k,
+        )
     ax.set_xticks(range(len(names)), names)
     ax.axhline(0.5, color="grey", ls=":", lw=0.8)
     ax.set(xlabel="window length (bytes, test quartiles)", ylabel="accuracy", ylim=(0, 1.0))
     ax.legend(fontsize=8, ncol=3)
-    out.save_figure(fig, "by_length", "Order-task accuracy by window length per encoding (mean over seeds); dotted = chance.\n"
-                    "Fixed validation-split windows; longer windows put the swap point further from both ends.")
-    plot_histories(out, hist, "training", "Training loss (running mean) and validation loss/accuracy per encoding and seed.\n"
-                   f"OrderTask on SOTU train-split windows; fixed validation windows every {max(1, cfg['steps'] // 4)} steps.")
+    out.save_figure(
+        fig,
+        "by_length",
+        "Order-task accuracy by window length per encoding (mean over seeds); dotted = chance.\n"
+        "Fixed validation-split windows; longer windows put the swap point further from both ends.",
+    )
+    plot_histories(
+        out,
+        hist,
+        "training",
+        "Training loss (running mean) and validation loss/accuracy per encoding and seed.\n"
+        f"OrderTask on SOTU train-split windows; fixed validation windows every {max(1, cfg['steps'] // 4)} steps.",
+    )
 
     acc = {r["model"]: r["accuracy"] for r in summary}
     chance = acc["majority class"]
@@ -180,18 +285,31 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     o_n, t_n = compare(correct["NoPE"], np.broadcast_to(baselines["majority class"], correct["NoPE"].shape))
     sanity = [
         (f"NoPE is at chance: NoPE - majority class {t_n}", o_n == "inconclusive"),
-        (f"RoPE learns the task ({acc['RoPE']:.3f} > chance {chance:.3f} by its CI)",
-         compare(correct["RoPE"], np.broadcast_to(baselines["majority class"], correct["RoPE"].shape))[0] == "agrees"),
+        (
+            f"RoPE learns the task ({acc['RoPE']:.3f} > chance {chance:.3f} by its CI)",
+            compare(correct["RoPE"], np.broadcast_to(baselines["majority class"], correct["RoPE"].shape))[0]
+            == "agrees",
+        ),
     ]
     claims = []
     for other in ("sinusoidal", "learned"):
         o, t = compare(correct["RoPE"], correct[other])
-        claims.append(Claim(f"RoPE beats {other} absolute positions on an order-dependent encoder task (A = RoPE, B = {other})",
-                            "Su et al. 2021 (RoFormer)", "RoPE above absolute encodings on classification after pre-training", t,
-                            o if o != "disagrees" else "disagrees"))
+        claims.append(
+            Claim(
+                f"RoPE beats {other} absolute positions on an order-dependent encoder task (A = RoPE, B = {other})",
+                "Su et al. 2021 (RoFormer)",
+                "RoPE above absolute encodings on classification after pre-training",
+                t,
+                o if o != "disagrees" else "disagrees",
+            )
+        )
     out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
-    published = ("Su et al. 2021 (RoFormer): RoPE matches or beats absolute encodings (sinusoidal, learned) in encoders. "
-                 "Here the encoders are trained from scratch on a task whose label is order alone; the NoPE row is the "
-                 "permutation-invariant reference (chance by construction).")
-    scores = [{"task": "order (SOTU)", "higher_is_better": True, "values": {k: acc[k] for k in ENCODINGS}, "chance": chance}]
+    published = (
+        "Su et al. 2021 (RoFormer): RoPE matches or beats absolute encodings (sinusoidal, learned) in encoders. "
+        "Here the encoders are trained from scratch on a task whose label is order alone; the NoPE row is the "
+        "permutation-invariant reference (chance by construction)."
+    )
+    scores = [
+        {"task": "order (SOTU)", "higher_is_better": True, "values": {k: acc[k] for k in ENCODINGS}, "chance": chance}
+    ]
     return {"findings": findings, "published": published, "agreement": agreement(sanity, claims), "scores": scores}

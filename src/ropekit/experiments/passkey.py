@@ -51,17 +51,45 @@ TITLE = "Passkey retrieval by length and depth: zero-shot scaling and short fine
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "train_len": 288, "multiples": [1, 2], "finetune_multiples": [2], "depths": [0.0, 1.0], "steps": 3,
-        "finetune_steps": 2, "batch": 2, "d_model": 32, "n_layers": 1, "samples": 4, "lr": 3e-3, "lm_weight": 0.1,
+        "train_len": 288,
+        "multiples": [1, 2],
+        "finetune_multiples": [2],
+        "depths": [0.0, 1.0],
+        "steps": 3,
+        "finetune_steps": 2,
+        "batch": 2,
+        "d_model": 32,
+        "n_layers": 1,
+        "samples": 4,
+        "lr": 3e-3,
+        "lm_weight": 0.1,
     },
     "quick": {
-        "train_len": 288, "multiples": [1, 2, 4], "finetune_multiples": [2, 4], "depths": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "steps": 1000, "finetune_steps": 60, "batch": 8, "d_model": 64, "n_layers": 2, "samples": 20, "lr": 3e-3,
+        "train_len": 288,
+        "multiples": [1, 2, 4],
+        "finetune_multiples": [2, 4],
+        "depths": [0.0, 0.25, 0.5, 0.75, 1.0],
+        "steps": 1000,
+        "finetune_steps": 60,
+        "batch": 8,
+        "d_model": 64,
+        "n_layers": 2,
+        "samples": 20,
+        "lr": 3e-3,
         "lm_weight": 0.1,
     },
     "full": {
-        "train_len": 288, "multiples": [1, 2, 4], "finetune_multiples": [2, 4], "depths": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "steps": 2000, "finetune_steps": 150, "batch": 8, "d_model": 64, "n_layers": 2, "samples": 40, "lr": 3e-3,
+        "train_len": 288,
+        "multiples": [1, 2, 4],
+        "finetune_multiples": [2, 4],
+        "depths": [0.0, 0.25, 0.5, 0.75, 1.0],
+        "steps": 2000,
+        "finetune_steps": 150,
+        "batch": 8,
+        "d_model": 64,
+        "n_layers": 2,
+        "samples": 40,
+        "lr": 3e-3,
         "lm_weight": 0.1,
     },
 }
@@ -117,15 +145,27 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     T = cfg["train_len"]
     lengths = [round(T * m) for m in cfg["multiples"]]
     loss_fn = _loss_fn(cfg["lm_weight"])
-    model_cfg = ModelConfig(task="lm", vocab_size=tok.vocab_size, d_model=cfg["d_model"], n_layers=cfg["n_layers"], max_len=T,
-                            pe=scaled_pe("none", 1.0, T))
-    train_cfg = TrainConfig(steps=cfg["steps"], batch_size=cfg["batch"], lr=cfg["lr"], warmup=max(1, cfg["steps"] // 20), seed=seed)
-    model, history = train_model(model_cfg, loss_fn, _batch_fn(train_fill, T, cfg["batch"], seed), train_cfg, desc=f"{NAME}: train")
+    model_cfg = ModelConfig(
+        task="lm",
+        vocab_size=tok.vocab_size,
+        d_model=cfg["d_model"],
+        n_layers=cfg["n_layers"],
+        max_len=T,
+        pe=scaled_pe("none", 1.0, T),
+    )
+    train_cfg = TrainConfig(
+        steps=cfg["steps"], batch_size=cfg["batch"], lr=cfg["lr"], warmup=max(1, cfg["steps"] // 20), seed=seed
+    )
+    model, history = train_model(
+        model_cfg, loss_fn, _batch_fn(train_fill, T, cfg["batch"], seed), train_cfg, desc=f"{NAME}: train"
+    )
     hist = history_rows("RoPE + none", history, stage="train")
 
     eval_rng = random.Random(10_000 + seed)
     tests = {L: [_examples(val_fill, L, cfg["depths"], eval_rng) for _ in range(cfg["samples"])] for L in lengths}
-    results: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = {}  # (method, stage, L) -> [samples, depths] x2
+    results: dict[
+        tuple[str, str, int], tuple[np.ndarray, np.ndarray]
+    ] = {}  # (method, stage, L) -> [samples, depths] x2
 
     def measure(m: torch.nn.Module, method: str, stage: str, L: int) -> None:
         ids = torch.cat([t[0] for t in tests[L]])  # [samples * depths, L + 6]
@@ -137,42 +177,84 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
             measure(swap_pe(model, zero_shot_pe(method, L, T)), method, "zero-shot", L)
     for target in cfg["finetune_multiples"]:
         ft_batch = max(1, cfg["batch"] // target)  # same bytes per step as training
-        ft_cfg = TrainConfig(steps=cfg["finetune_steps"], batch_size=ft_batch, lr=cfg["lr"] / 3,
-                             warmup=max(1, cfg["finetune_steps"] // 10), seed=seed)
+        ft_cfg = TrainConfig(
+            steps=cfg["finetune_steps"],
+            batch_size=ft_batch,
+            lr=cfg["lr"] / 3,
+            warmup=max(1, cfg["finetune_steps"] // 10),
+            seed=seed,
+        )
         batches = _batch_fn(train_fill, target * T, ft_batch, 20_000 + seed)
         for method in FINETUNED:
             cfg_s = ModelConfig(**{**model.config.to_dict(), "pe": scaled_pe(method, float(target), T)})
-            tuned, h = train_model(cfg_s, loss_fn, batches, ft_cfg, init=model, desc=f"{NAME}: fine-tune {method} {target}x")
+            tuned, h = train_model(
+                cfg_s, loss_fn, batches, ft_cfg, init=model, desc=f"{NAME}: fine-tune {method} {target}x"
+            )
             hist += history_rows(f"RoPE + {method}", h, stage=f"fine-tune {target}x")
             for L in lengths:
                 measure(tuned, method, f"fine-tuned at {target}x", L)
 
     rows = [
-        {"scaling": method, "stage": stage, "length": L, "multiple": L / T, "depth": d, "prompts": cfg["samples"],
-         "retrieval_accuracy": float(hit[:, j].mean()), "digit_accuracy": float(dig[:, j].mean()), "train_len": T}
+        {
+            "scaling": method,
+            "stage": stage,
+            "length": L,
+            "multiple": L / T,
+            "depth": d,
+            "prompts": cfg["samples"],
+            "retrieval_accuracy": float(hit[:, j].mean()),
+            "digit_accuracy": float(dig[:, j].mean()),
+            "train_len": T,
+        }
         for (method, stage, L), (hit, dig) in results.items()
         for j, d in enumerate(cfg["depths"])
     ]
-    out.write_csv("accuracy", rows, f"Retrieval and digit accuracy per scaling, stage, prompt length and key depth ({cfg['samples']} prompts per cell).")
-    out.write_csv("history", hist, "Training loss per step of the base model and of every fine-tune.\nTidy rows (model, step, split, metric, value); plotted in the training-curve figure(s).")
+    out.write_csv(
+        "accuracy",
+        rows,
+        f"Retrieval and digit accuracy per scaling, stage, prompt length and key depth ({cfg['samples']} prompts per "
+        "cell).",
+    )
+    out.write_csv(
+        "history",
+        hist,
+        "Training loss per step of the base model and of every fine-tune.\nTidy rows (model, step, split, metric, "
+        "value); plotted in the training-curve figure(s).",
+    )
     stages = ["zero-shot", *[f"fine-tuned at {t}x" for t in cfg["finetune_multiples"]]]
     _grid(out, rows, cfg, lengths, stages)
-    plot_histories(out, [r for r in hist if r["stage"] == "train"], "training",
-                   f"Training loss of the retrieval model at {T} bytes (running mean over 10 steps).\n"
-                   f"Loss = answer digits + {cfg['lm_weight']} x next-byte loss; {cfg['steps']} steps of batch {cfg['batch']}.")
-    plot_histories(out, [r for r in hist if r["stage"] != "train"], "finetune",
-                   "Fine-tuning loss per scaling and target length (running mean over 10 steps).\n"
-                   f"{cfg['finetune_steps']} steps from the same weights, the same prompts for every method.")
+    plot_histories(
+        out,
+        [r for r in hist if r["stage"] == "train"],
+        "training",
+        f"Training loss of the retrieval model at {T} bytes (running mean over 10 steps).\n"
+        f"Loss = answer digits + {cfg['lm_weight']} x next-byte loss; {cfg['steps']} steps of batch {cfg['batch']}.",
+    )
+    plot_histories(
+        out,
+        [r for r in hist if r["stage"] != "train"],
+        "finetune",
+        "Fine-tuning loss per scaling and target length (running mean over 10 steps).\n"
+        f"{cfg['finetune_steps']} steps from the same weights, the same prompts for every method.",
+    )
 
     def acc(method: str, stage: str, L: int) -> float:
         return float(results[(method, stage, L)][0].mean())
 
     in_len = acc("none", "zero-shot", T)
-    findings = [f"Retrieval at the training length ({T} bytes, no scaling): {in_len:.2f} over {cfg['samples'] * len(cfg['depths'])} prompts."]
+    findings = [
+        f"Retrieval at the training length ({T} bytes, no scaling): {in_len:.2f} over "
+        f"{cfg['samples'] * len(cfg['depths'])} prompts."
+    ]
     for stage in stages:
-        findings.append(f"{stage}: retrieval by length " + "; ".join(
-            f"{method} " + "/".join(f"{acc(method, stage, L):.2f}" for L in lengths)
-            for method in (SCALINGS if stage == "zero-shot" else FINETUNED)) + f" (lengths {lengths}).")
+        findings.append(
+            f"{stage}: retrieval by length "
+            + "; ".join(
+                f"{method} " + "/".join(f"{acc(method, stage, L):.2f}" for L in lengths)
+                for method in (SCALINGS if stage == "zero-shot" else FINETUNED)
+            )
+            + f" (lengths {lengths})."
+        )
     sanity = [(f"the model retrieves at its training length ({in_len:.2f} >= 0.5)", in_len >= 0.5)]
     claims = []
     for target in cfg["finetune_multiples"]:
@@ -180,15 +262,32 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         if L not in lengths:
             continue
         o, t = compare(results[("PI", stage, L)][0], results[("none", stage, L)][0])
-        claims.append(Claim(f"after fine-tuning at {target}x, PI retrieves at {L} bytes better than no scaling (A = PI, B = none)",
-                            "Chen et al. 2023", "PI-extended LLaMA retrieves across the whole extended window", t, o))
+        claims.append(
+            Claim(
+                f"after fine-tuning at {target}x, PI retrieves at {L} bytes better than no scaling (A = PI, B = none)",
+                "Chen et al. 2023",
+                "PI-extended LLaMA retrieves across the whole extended window",
+                t,
+                o,
+            )
+        )
         o, t = compare(results[("YaRN", stage, L)][0], results[("none", stage, L)][0])
-        claims.append(Claim(f"after fine-tuning at {target}x, YaRN retrieves at {L} bytes better than no scaling (A = YaRN, B = none)",
-                            "Peng et al. 2023", "YaRN s=32 7B: 99.4% passkey accuracy to 128k", t, o))
+        claims.append(
+            Claim(
+                f"after fine-tuning at {target}x, YaRN retrieves at {L} bytes better than no scaling (A = YaRN, B = "
+                "none)",
+                "Peng et al. 2023",
+                "YaRN s=32 7B: 99.4% passkey accuracy to 128k",
+                t,
+                o,
+            )
+        )
     out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
-    published = ("Mohtashami and Jaggi 2023 introduced the test; Chen et al. 2023: PI fine-tuned models retrieve across the "
-                 "extended window while unscaled models fail beyond the training length; Peng et al. 2023 (YaRN, s=32, 7B): "
-                 "99.4% to 128k after fine-tuning.")
+    published = (
+        "Mohtashami and Jaggi 2023 introduced the test; Chen et al. 2023: PI fine-tuned models retrieve across the "
+        "extended window while unscaled models fail beyond the training length; Peng et al. 2023 (YaRN, s=32, 7B): "
+        "99.4% to 128k after fine-tuning."
+    )
     return {"findings": findings, "published": published, "agreement": agreement(sanity, claims)}
 
 
@@ -206,8 +305,19 @@ def _grid(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], lengths
         for j, method in enumerate(methods):
             ax = axes[stage_i][j]
             ax.set_visible(True)
-            grid = np.array([[next(r["retrieval_accuracy"] for r in rows if r["scaling"] == method and r["stage"] == stage
-                                   and r["length"] == L and r["depth"] == d) for L in lengths] for d in cfg["depths"]])
+            grid = np.array(
+                [
+                    [
+                        next(
+                            r["retrieval_accuracy"]
+                            for r in rows
+                            if r["scaling"] == method and r["stage"] == stage and r["length"] == L and r["depth"] == d
+                        )
+                        for L in lengths
+                    ]
+                    for d in cfg["depths"]
+                ]
+            )
             im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
             for (i, k), v in np.ndenumerate(grid):
                 ax.text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
@@ -217,8 +327,11 @@ def _grid(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], lengths
     assert panels and im is not None
     fig.colorbar(im, ax=axes, shrink=0.8, label="retrieval accuracy")
     out.save_figure(
-        fig, "grid",
-        "Passkey retrieval by prompt length (x, bytes) and key depth (y): zero-shot scalings (top row) and after fine-tuning "
+        fig,
+        "grid",
+        "Passkey retrieval by prompt length (x, bytes) and key depth (y): zero-shot scalings (top row) and after "
+        "fine-tuning "
         "at each target length (rows below).\n"
-        f"All 5 digits right under teacher forcing; {cfg['samples']} prompts per cell, SOTU validation filler; trained at {cfg['train_len']}.",
+        f"All 5 digits right under teacher forcing; {cfg['samples']} prompts per cell, SOTU validation filler; "
+        f"trained at {cfg['train_len']}.",
     )

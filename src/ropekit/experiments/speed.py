@@ -3,9 +3,10 @@
 The benchmark is run by ``make bench`` (``benchmarks/apply_rotary.py`` in the repository, not part of the installed
 package); it appends one row per measurement with the machine it ran on. The section reads the CSV named by
 ``$ROPEKIT_BENCHMARK_CSV``, else ``benchmarks/results/apply_rotary.csv`` under the directory the report is run from
-(``make run`` runs it from the repository root); it never looks up the package's own install location. This section copies the rows, labels them with their machine, and plots the time column
-it finds (a column whose name contains ``ratio``, else ``median``, else ``ms``/``us``) per implementation.
-When the file is absent it says so plainly.
+(``make run`` runs it from the repository root); it never looks up the package's own install location.
+This section copies the rows, labels them with their machine, and plots the time column it finds (a column whose
+name contains ``ratio``, else ``median``, else ``ms``/``us``) per implementation. When the file is absent it says so
+plainly.
 """
 
 from __future__ import annotations
@@ -128,8 +129,13 @@ def _structured(rows: list[dict[str, str]], out: Outputs, cfg: dict[str, Any]) -
     from ropekit.experiments._common import Claim, agreement
 
     claims = [
-        Claim(f"peer ratio in the published range: {t}", "REFERENCE section 6 (this machine kind)", t.split("(published ")[-1].rstrip(")"),
-              t.split(" (published")[0], "agrees" if ok else "disagrees")
+        Claim(
+            f"peer ratio in the published range: {t}",
+            "REFERENCE section 6 (this machine kind)",
+            t.split("(published ")[-1].rstrip(")"),
+            t.split(" (published")[0],
+            "agrees" if ok else "disagrees",
+        )
         for t, ok in checks
     ]
     return findings, agreement([], claims)

@@ -155,8 +155,17 @@ def evaluate(
     batch_size: int = 500,
 ) -> float:
     """Accuracy of ``model`` on ``images`` (uint8 ``[N, 28, 28]``) pasted on a ``size`` canvas, coordinates shifted."""
-    return float(correct_per_image(model, images, labels, size=size, shift=shift,
-                                   interpolate_positions=interpolate_positions, batch_size=batch_size).mean())
+    return float(
+        correct_per_image(
+            model,
+            images,
+            labels,
+            size=size,
+            shift=shift,
+            interpolate_positions=interpolate_positions,
+            batch_size=batch_size,
+        ).mean()
+    )
 
 
 @torch.no_grad()
@@ -181,8 +190,13 @@ def correct_per_image(
 
 
 def _train(
-    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: dict[str, Any], seed: int,
-    x_val: torch.Tensor, y_val: torch.Tensor,
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: dict[str, Any],
+    seed: int,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
 ) -> list[dict[str, Any]]:
     """``cfg["epochs"]`` epochs of :func:`ropekit.train.run_steps` (AdamW, 10% warm-up, cosine); returns the history
     (training loss per step, validation accuracy at 28x28 five times)."""
@@ -192,8 +206,15 @@ def _train(
     bs = cfg["batch_size"]
     per_epoch = -(-images.shape[0] // bs)
     steps = cfg["epochs"] * per_epoch
-    train_cfg = TrainConfig(steps=steps, batch_size=bs, lr=cfg["lr"], weight_decay=0.05, warmup=max(1, steps // 10),
-                            eval_every=max(1, steps // 5), seed=seed)
+    train_cfg = TrainConfig(
+        steps=steps,
+        batch_size=bs,
+        lr=cfg["lr"],
+        weight_decay=0.05,
+        warmup=max(1, steps // 10),
+        eval_every=max(1, steps // 5),
+        seed=seed,
+    )
 
     def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, i = divmod(step - 1, per_epoch)  # a pure function of the step: epoch-wise permutations
@@ -277,7 +298,15 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     items: dict[tuple[str, int], list[np.ndarray]] = {}  # (encoding, canvas) -> per-seed [N] correctness
     for enc, run_seed in progress(runs, desc=f"{NAME} models", total=len(runs)):
         torch.manual_seed(run_seed)
-        model = TinyViT(enc, image_size=_TRAIN_SIZE, patch=_PATCH, dim=cfg["dim"], depth=cfg["depth"], heads=cfg["heads"], seed=run_seed)
+        model = TinyViT(
+            enc,
+            image_size=_TRAIN_SIZE,
+            patch=_PATCH,
+            dim=cfg["dim"],
+            depth=cfg["depth"],
+            heads=cfg["heads"],
+            seed=run_seed,
+        )
         t0 = time.perf_counter()
         history = _train(model, images[train_idx], labels[train_idx], cfg, run_seed, x_test, y_test)
         train_s = time.perf_counter() - t0
@@ -314,9 +343,15 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         "training",
         train_rows,
         "Training summary per encoding and seed.\n"
-        f"{len(train_idx)} digits at 28x28, ropekit.train.run_steps (AdamW, warm-up + cosine), {cfg['epochs']} epochs, 1 thread.",
+        f"{len(train_idx)} digits at 28x28, ropekit.train.run_steps (AdamW, warm-up + cosine), {cfg['epochs']} "
+        "epochs, 1 thread.",
     )
-    out.write_csv("history", hist, "Training loss per step and validation accuracy at 28x28 of every ViT.\nTidy rows (model, step, split, metric, value); plotted in the training-curve figure(s).")
+    out.write_csv(
+        "history",
+        hist,
+        "Training loss per step and validation accuracy at 28x28 of every ViT.\nTidy rows (model, step, split, "
+        "metric, value); plotted in the training-curve figure(s).",
+    )
     if rel_rows:
         out.write_csv(
             "relativity",
@@ -325,9 +360,16 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
             "max |S(p+s) - S(p)| / max |S(p)| of attention logits, random q and k, 4x4 grid.",
         )
     _figures(out, acc_rows, cfg)
-    plot_histories(out, hist, "curves", "Training loss (running mean) and validation accuracy at 28x28 per ViT.\n"
-                   f"The step function of ropekit.train; {cfg['epochs']} epochs of batch {cfg['batch_size']}.")
-    findings, sanity, claims = _findings(acc_rows, rel_rows, cfg, len(test_idx), {k: np.stack(v) for k, v in items.items()})
+    plot_histories(
+        out,
+        hist,
+        "curves",
+        "Training loss (running mean) and validation accuracy at 28x28 per ViT.\n"
+        f"The step function of ropekit.train; {cfg['epochs']} epochs of batch {cfg['batch_size']}.",
+    )
+    findings, sanity, claims = _findings(
+        acc_rows, rel_rows, cfg, len(test_idx), {k: np.stack(v) for k, v in items.items()}
+    )
     out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = (
         "Heo et al. 2024 (Rotary Position Embedding for Vision Transformer, ECCV): on ImageNet, ViTs with RoPE-Axial "
@@ -338,8 +380,14 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     )
     encs = cfg["encodings"]
     largest = max(cfg["resolutions"])
-    scores = [{"task": f"MNIST, {largest}x{largest} canvas", "higher_is_better": True, "chance": 0.1,
-               "values": {_LABELS[e]: _mean_acc(acc_rows, e, "resolution", "image_size", largest) for e in encs}}]
+    scores = [
+        {
+            "task": f"MNIST, {largest}x{largest} canvas",
+            "higher_is_better": True,
+            "chance": 0.1,
+            "values": {_LABELS[e]: _mean_acc(acc_rows, e, "resolution", "image_size", largest) for e in encs},
+        }
+    ]
     return {"findings": findings, "published": published, "agreement": agreement(sanity, claims), "scores": scores}
 
 
@@ -394,13 +442,21 @@ def _figures(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any]) -> N
 
 
 def _findings(
-    acc_rows: list[dict[str, Any]], rel_rows: list[dict[str, Any]], cfg: dict[str, Any], n_test: int,
+    acc_rows: list[dict[str, Any]],
+    rel_rows: list[dict[str, Any]],
+    cfg: dict[str, Any],
+    n_test: int,
     items: dict[tuple[str, int], np.ndarray],
 ) -> tuple[list[str], list[tuple[str, bool]], list[Claim]]:
     encs, res = cfg["encodings"], cfg["resolutions"]
     larger = [s for s in res if s > _TRAIN_SIZE]
     base = {e: _mean_acc(acc_rows, e, "resolution", "image_size", _TRAIN_SIZE) for e in encs}
-    up = {e: float(np.mean([_mean_acc(acc_rows, e, "resolution", "image_size", s) for s in larger])) if larger else math.nan for e in encs}
+    up = {
+        e: float(np.mean([_mean_acc(acc_rows, e, "resolution", "image_size", s) for s in larger]))
+        if larger
+        else math.nan
+        for e in encs
+    }
     findings = [
         "Accuracy at the training size 28x28: "
         + ", ".join(f"{_LABELS[e]} {base[e]:.3f}" for e in encs)
@@ -414,7 +470,10 @@ def _findings(
         )
     rotary = [e for e in encs if e in _ROTARY]
     if larger and rotary:
-        interp = {e: float(np.mean([_mean_acc(acc_rows, e, "resolution_interpolated", "image_size", s) for s in larger])) for e in rotary}
+        interp = {
+            e: float(np.mean([_mean_acc(acc_rows, e, "resolution_interpolated", "image_size", s) for s in larger]))
+            for e in rotary
+        }
         findings.append(
             "Same canvases with rotary positions interpolated (step (G0-1)/(G-1)) instead of extrapolated: "
             + ", ".join(f"{_LABELS[e]} {interp[e]:.3f} (extrapolated {up[e]:.3f})" for e in rotary)
@@ -422,19 +481,26 @@ def _findings(
         )
     shifts = cfg["shifts"]
     drift = {
-        e: max(abs(_mean_acc(acc_rows, e, "shift", "shift", s) - _mean_acc(acc_rows, e, "shift", "shift", 0)) for s in shifts)
+        e: max(
+            abs(_mean_acc(acc_rows, e, "shift", "shift", s) - _mean_acc(acc_rows, e, "shift", "shift", 0))
+            for s in shifts
+        )
         for e in encs
     }
     findings.append(
         f"Largest accuracy change under a coordinate shift (up to {max(shifts)} patches): "
-        + ", ".join(f"{_LABELS[e]} {drift[e]:.3f}" for e in encs) + "."
+        + ", ".join(f"{_LABELS[e]} {drift[e]:.3f}" for e in encs)
+        + "."
     )
-    defect = {e: max([r["relative_score_change"] for r in rel_rows if r["encoding"] == e], default=math.nan) for e in encs}
+    defect = {
+        e: max([r["relative_score_change"] for r in rel_rows if r["encoding"] == e], default=math.nan) for e in encs
+    }
     measured = [e for e in encs if math.isfinite(defect[e])]
     if measured:
         findings.append(
             "Relativity defect of the trained rotary layers, max |S(p+s) - S(p)| / max |S(p)|: "
-            + ", ".join(f"{_LABELS[e]} {defect[e]:.1e}" for e in measured) + "."
+            + ", ".join(f"{_LABELS[e]} {defect[e]:.1e}" for e in measured)
+            + "."
         )
     min_acc = cfg.get("min_in_dist_acc", 0.8)
     sanity = [(f"every ViT learns the digits at 28x28 (accuracy >= {min_acc})", all(base[e] >= min_acc for e in encs))]
@@ -444,16 +510,37 @@ def _findings(
         for e in ("axial", "mixed"):
             if e in encs:
                 o, t = compare(items[(e, L)], items[("absolute", L)])
-                claims.append(Claim(f"{_LABELS[e]} keeps accuracy above interpolated absolute at {L}x{L} (A = {_LABELS[e]}, B = absolute)",
-                                    "Heo et al. 2024", "ImageNet-1k trained at 224: RoPE-Axial/Mixed above interpolated APE at higher test resolutions",
-                                    f"{t}; here the digit keeps its scale (only positions extrapolate)", o))
+                claims.append(
+                    Claim(
+                        f"{_LABELS[e]} keeps accuracy above interpolated absolute at {L}x{L} (A = {_LABELS[e]}, B = "
+                        "absolute)",
+                        "Heo et al. 2024",
+                        "ImageNet-1k trained at 224: RoPE-Axial/Mixed above interpolated APE at higher test "
+                        "resolutions",
+                        f"{t}; here the digit keeps its scale (only positions extrapolate)",
+                        o,
+                    )
+                )
     one_flip = 1.0 / n_test + 1e-9
     for e in ("axial", "mixed", "lie_commuting"):
         if e in encs:
-            claims.append(Claim(f"{_LABELS[e]} is exactly shift invariant (commuting generators)", "ComRoPE Thm 1; STRING Thm 3.2",
-                                "relative: R(p)^T R(q) = R(q - p)", f"max accuracy change {drift[e]:.3f} (one image = {1 / n_test:.4f})",
-                                "agrees" if drift[e] <= one_flip else "disagrees"))
+            claims.append(
+                Claim(
+                    f"{_LABELS[e]} is exactly shift invariant (commuting generators)",
+                    "ComRoPE Thm 1; STRING Thm 3.2",
+                    "relative: R(p)^T R(q) = R(q - p)",
+                    f"max accuracy change {drift[e]:.3f} (one image = {1 / n_test:.4f})",
+                    "agrees" if drift[e] <= one_flip else "disagrees",
+                )
+            )
     if "liere" in encs and math.isfinite(defect["liere"]):
-        claims.append(Claim("LieRE (dense generators) is not relative", "Ostmeier et al. 2024; ComRoPE", "non-commuting generators",
-                            f"defect {defect['liere']:.1e}", "agrees" if defect["liere"] > 1e-4 else "disagrees"))
+        claims.append(
+            Claim(
+                "LieRE (dense generators) is not relative",
+                "Ostmeier et al. 2024; ComRoPE",
+                "non-commuting generators",
+                f"defect {defect['liere']:.1e}",
+                "agrees" if defect["liere"] > 1e-4 else "disagrees",
+            )
+        )
     return findings, sanity, claims

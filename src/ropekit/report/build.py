@@ -76,7 +76,9 @@ def summary_figure(root: pathlib.Path, sections: Sequence[dict[str, Any]]) -> st
     im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (i, j), v in np.ndenumerate(raw):
         if math.isfinite(v):
-            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="white" if grid[i, j] < 0.6 else "black")
+            ax.text(
+                j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="white" if grid[i, j] < 0.6 else "black"
+            )
     ax.set_xticks(range(len(tasks)), [t["task"] for t in tasks], rotation=20, ha="right", fontsize=8)
     ax.set_yticks(range(len(encodings)), encodings, fontsize=8)
     fig.colorbar(im, ax=ax, label="normalised score (1 = best on the task)")
