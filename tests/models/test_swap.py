@@ -46,3 +46,19 @@ def test_weights_that_do_not_fit_raise() -> None:
         with_position_encoding(_model({"kind": "learned"}), {"kind": "rope"})
     with pytest.raises(ValueError, match="config"):
         with_position_encoding(torch.nn.Linear(2, 2), {"kind": "rope"})
+
+
+def test_attention_logits_match_the_attention_output() -> None:
+    """softmax(logits) @ v reproduces the layer's output (no mask: an encoder layer), for rotary and bias kinds."""
+    for pe in ({"kind": "rope"}, {"kind": "alibi"}, {"kind": "none"}):
+        torch.manual_seed(0)
+        model = build_model(
+            ModelConfig(task="classify", vocab_size=32, d_model=16, n_heads=2, n_layers=1, pe=pe)
+        ).eval()
+        attn, enc = model.encoder.blocks[0].attn, model.encoder.pe
+        x = torch.randn(2, 10, 16)
+        probs = attn.logits(x, enc, 0).softmax(-1)  # [B, H, T, T]
+        v = attn._heads(attn.v_proj(x), attn.n_kv_heads)
+        expected = attn.o_proj((probs @ v).transpose(1, 2).reshape(2, 10, -1))
+        with torch.no_grad():
+            torch.testing.assert_close(expected, attn(x, enc, 0), atol=1e-5, rtol=1e-5)

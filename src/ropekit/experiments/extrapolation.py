@@ -22,6 +22,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 
 from ropekit.experiments._common import (
     CLAIMS_CAPTION,
@@ -102,6 +103,32 @@ REFERENCES = {"ALiBi": "alibi", "xPos": "xpos", "NoPE": "none"}
 FINETUNED = ("none", "PI", "NTK", "YaRN")
 
 
+@torch.no_grad()
+def score_by_distance(model: torch.nn.Module, ids: torch.Tensor) -> list[np.ndarray]:
+    """Mean pre-softmax attention score per relative distance ``r = i - j >= 0``, per layer: ``[L]`` each, averaged
+    over rows, heads and query positions (:meth:`ropekit.models.Attention.logits` on each layer's real input)."""
+    inputs: list[tuple[torch.Tensor, Any]] = []
+    hooks = [
+        b.attn.register_forward_pre_hook(lambda mod, args: inputs.append((args[0], args[2] if len(args) > 2 else 0)))
+        for b in model.decoder.blocks
+    ]
+    try:
+        model.eval()(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    L = ids.shape[1]
+    i = torch.arange(L)
+    rel = i[:, None] - i[None, :]  # [L, L]
+    causal = rel >= 0
+    counts = torch.bincount(rel[causal], minlength=L).double()  # [L]
+    out = []
+    for block, (x, positions) in zip(model.decoder.blocks, inputs, strict=True):
+        mean = block.attn.logits(x, model.decoder.pe, positions).double().mean((0, 1))  # [L, L]
+        out.append((torch.zeros(L, dtype=torch.float64).index_add_(0, rel[causal], mean[causal]) / counts).numpy())
+    return out
+
+
 @protocol
 def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     """Train, rescale, fine-tune, evaluate; write CSVs, figures and the verdict."""
@@ -115,6 +142,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     losses: dict[tuple[str, str, int, int], np.ndarray] = {}  # (model, stage, L, seed) -> [windows]
     short: dict[tuple[str, str, int, int], np.ndarray] = {}  # same bytes read in pieces of T
     hist: list[dict[str, Any]] = []
+    dist_rows: list[dict[str, Any]] = []
 
     def measure(model: Any, label: str, stage: str, s: int, pe_for_length: Any) -> None:
         for L in lengths:
@@ -148,6 +176,13 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
                 model_cfg, loss_fn, batch_fn, train_cfg, eval_fn=task_eval(base_task), desc=f"{NAME}: {label} seed {s}"
             )
             hist += history_rows(label, history, stage="train", seed=s)
+            Lmax = max(lengths)
+            ids = val[: (cfg["eval_tokens"] // Lmax or 1) * Lmax].view(-1, Lmax)[:8]  # [<=8, Lmax]
+            for layer, by in enumerate(score_by_distance(model, ids)):
+                dist_rows += [
+                    {"model": label, "seed": s, "layer": layer, "distance": r, "mean_score": float(v), "train_len": T}
+                    for r, v in enumerate(by)
+                ]
             if kind != "rope":
                 measure(model, label, "zero-shot", s, None)
                 continue
@@ -210,7 +245,14 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         "Training and validation loss per step of every trained and fine-tuned model.\nTidy rows (model, step, split, "
         "metric, value); plotted in the training-curve figure(s).",
     )
+    out.write_csv(
+        "score_by_distance",
+        dist_rows,
+        "Mean pre-softmax attention score per relative distance, per trained model and layer (unscaled, zero-shot).\n"
+        f"{cfg['eval_tokens']} validation bytes in windows of the longest length; mean over rows, heads and queries.",
+    )
     notes = _figures(out, rows, cfg, lengths)
+    _distance_figure(out, dist_rows, T)
     plot_histories(
         out,
         [r for r in hist if r["stage"] == "train"],
@@ -338,6 +380,40 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         "notes": notes,
         "scores": scores,
     }
+
+
+def _distance_figure(out: Outputs, rows: list[dict[str, Any]], T: int) -> None:
+    plt = matplotlib_agg()
+    layers = sorted({r["layer"] for r in rows})
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.6 * len(layers), 3.8), squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        for label in dict.fromkeys(r["model"] for r in rows):
+            pts = sorted({r["distance"] for r in rows if r["model"] == label})
+            ys = [
+                np.mean(
+                    [
+                        r["mean_score"]
+                        for r in rows
+                        if r["model"] == label and r["layer"] == layer and r["distance"] == d
+                    ]
+                )
+                for d in pts
+            ]
+            st = style(label)
+            ax.plot(np.array(pts) + 1, ys, color=st["color"], lw=1.2, label=label)
+        ax.axvline(T, color="grey", ls=":", lw=0.8)
+        ax.set(
+            xscale="log", xlabel="relative distance i - j + 1", ylabel="mean attention score", title=f"layer {layer}"
+        )
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    out.save_figure(
+        fig,
+        "score_by_distance",
+        "Mean pre-softmax attention score vs relative distance in the trained models, at the longest evaluation "
+        "length.\n"
+        f"Validation windows, mean over rows, heads and queries; dotted = training length {T}; no scaling applied.",
+    )
 
 
 def _figures(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], lengths: list[int]) -> list[str]:

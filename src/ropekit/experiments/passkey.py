@@ -223,6 +223,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     )
     stages = ["zero-shot", *[f"fine-tuned at {t}x" for t in cfg["finetune_multiples"]]]
     _grid(out, rows, cfg, lengths, stages)
+    _digits(out, rows, lengths, stages, T)
     plot_histories(
         out,
         [r for r in hist if r["stage"] == "train"],
@@ -289,6 +290,35 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         "99.4% to 128k after fine-tuning."
     )
     return {"findings": findings, "published": published, "agreement": agreement(sanity, claims)}
+
+
+def _digits(out: Outputs, rows: list[dict[str, Any]], lengths: list[int], stages: list[str], T: int) -> None:
+    plt = matplotlib_agg()
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.6 * len(stages), 3.6), sharey=True, squeeze=False)
+    for ax, stage in zip(axes[0], stages, strict=True):
+        for method in SCALINGS if stage == "zero-shot" else FINETUNED:
+            ys = [
+                np.mean(
+                    [
+                        r["digit_accuracy"]
+                        for r in rows
+                        if r["scaling"] == method and r["stage"] == stage and r["length"] == L
+                    ]
+                )
+                for L in lengths
+            ]
+            ax.plot(lengths, ys, label=method, **style(method))
+        ax.axhline(0.1, color="grey", ls=":", lw=0.8)
+        ax.axvline(T, color="grey", ls="--", lw=0.8)
+        ax.set(xlabel="prompt length (bytes)", title=stage, ylim=(0, 1.02))
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("digit accuracy")
+    out.save_figure(
+        fig,
+        "digits",
+        "Per-digit passkey accuracy vs prompt length, mean over depths, per scaling and stage.\n"
+        f"Teacher-forced argmax; dotted = chance (0.1), dashed = training length {T}; y from 0.",
+    )
 
 
 def _grid(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], lengths: list[int], stages: list[str]) -> None:
