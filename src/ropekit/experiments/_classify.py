@@ -51,7 +51,13 @@ def train_encoders(
     hist: list[dict[str, Any]] = []
     for label, pe in encodings.items():
         for s in seeds:
-            model_cfg = ModelConfig(d_model=cfg["d_model"], n_layers=cfg["n_layers"], max_len=cfg["max_len"], pe=pe)
+            model_cfg = ModelConfig(
+                d_model=cfg["d_model"],
+                n_layers=cfg["n_layers"],
+                max_len=cfg["max_len"],
+                pe=pe,
+                init_std=cfg["init_std"],
+            )
             train_cfg = TrainConfig(
                 steps=cfg["steps"],
                 batch_size=cfg["batch"],

@@ -70,6 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_tokens": 1024,
         "seeds": 1,
         "lr": 3e-3,
+        "init_std": 0.08,
     },
     "quick": {
         "train_len": 64,
@@ -83,6 +84,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_tokens": 4096,
         "seeds": 1,
         "lr": 3e-3,
+        "init_std": 0.08,
     },
     "full": {
         "train_len": 64,
@@ -96,6 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_tokens": 8192,
         "seeds": 3,
         "lr": 3e-3,
+        "init_std": 0.08,
     },
 }
 
@@ -171,6 +174,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
                 n_layers=cfg["n_layers"],
                 max_len=T,
                 pe={"kind": kind},
+                init_std=cfg["init_std"],
             )
             model, history = train_model(
                 model_cfg, loss_fn, batch_fn, train_cfg, eval_fn=task_eval(base_task), desc=f"{NAME}: {label} seed {s}"

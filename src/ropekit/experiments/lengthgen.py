@@ -59,6 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_heads": 2,
         "seeds": 1,
         "lr": 3e-3,
+        "init_std": 0.08,
         "eval_examples": 16,
         "prope_p": 0.5,
         "min_in_dist_acc": 0.9,
@@ -75,6 +76,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_heads": 4,
         "seeds": 1,
         "lr": 3e-3,
+        "init_std": 0.08,
         "eval_examples": 128,
         "prope_p": 0.5,
         "min_in_dist_acc": 0.9,
@@ -91,6 +93,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_heads": 4,
         "seeds": 3,
         "lr": 3e-3,
+        "init_std": 0.08,
         "eval_examples": 256,
         "prope_p": 0.5,
         "min_in_dist_acc": 0.9,
@@ -176,6 +179,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
                 n_layers=cfg["n_layers"],
                 max_len=2 * max(cfg["test_ns"]) + 2,
                 pe=pe,
+                init_std=cfg["init_std"],
             )
             model, history = train_model(model_cfg, _loss, batch_fn, train_cfg, desc=f"{NAME}: {label} seed {s}")
             hist += history_rows(label, history, seed=s)

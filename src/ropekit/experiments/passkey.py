@@ -62,6 +62,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_layers": 1,
         "samples": 4,
         "lr": 3e-3,
+        "init_std": 0.08,
         "lm_weight": 0.1,
     },
     "quick": {
@@ -76,6 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_layers": 2,
         "samples": 20,
         "lr": 3e-3,
+        "init_std": 0.08,
         "lm_weight": 0.1,
     },
     "full": {
@@ -90,6 +92,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_layers": 2,
         "samples": 40,
         "lr": 3e-3,
+        "init_std": 0.08,
         "lm_weight": 0.1,
     },
 }
@@ -152,6 +155,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         n_layers=cfg["n_layers"],
         max_len=T,
         pe=scaled_pe("none", 1.0, T),
+        init_std=cfg["init_std"],
     )
     train_cfg = TrainConfig(
         steps=cfg["steps"], batch_size=cfg["batch"], lr=cfg["lr"], warmup=max(1, cfg["steps"] // 20), seed=seed
