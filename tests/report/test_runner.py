@@ -60,3 +60,44 @@ def test_cli_has_report_and_experiment_commands() -> None:
     assert args.name == "analysis"
     with pytest.raises(SystemExit):
         parser.parse_args(["experiment", "no-such-experiment"])
+
+
+def test_cache_key_covers_the_import_graph_models_train_and_data() -> None:
+    from ropekit.report.runner import _PACKAGE_ROOT, source_files
+
+    rel = {str(p.relative_to(_PACKAGE_ROOT)) for p in source_files("classification")}
+    assert {"experiments/classification.py", "experiments/_classify.py", "experiments/_common.py"} <= rel
+    assert {"models/transformer.py", "models/positions.py", "train/loop.py", "train/tasks.py"} <= rel
+    assert "data/files/spam_assassin.jsonl.xz" in rel and "scaling.py" in rel
+    assert "experiments/vision.py" not in rel  # another experiment's module is not a source of this one
+    assert "nd/vit.py" in {str(p.relative_to(_PACKAGE_ROOT)) for p in source_files("vision")}
+
+
+def test_speed_looks_for_the_benchmark_in_the_working_directory_only(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ropekit.experiments import speed
+
+    monkeypatch.delenv("ROPEKIT_BENCHMARK_CSV", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert speed.find_benchmark_csv() is None
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "apply_rotary.csv").write_text("a\n1\n")
+    assert speed.find_benchmark_csv() == tmp_path / "benchmarks" / "results" / "apply_rotary.csv"
+
+
+def test_no_model_encoding_or_training_loop_is_defined_under_experiments() -> None:
+    """Experiments build models with ropekit.models and train with ropekit.train's step: no nn.Module subclass, no
+    optimizer and no backward pass in any experiment module."""
+    import ast
+
+    from ropekit.report.runner import _PACKAGE_ROOT
+
+    for path in sorted((_PACKAGE_ROOT / "experiments").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(b) for b in node.bases}
+                assert not bases & {"nn.Module", "torch.nn.Module", "Module"}, f"{path.name} defines {node.name}"
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in ("backward", "AdamW", "SGD", "Adam"), f"{path.name} uses .{node.attr}"

@@ -1,7 +1,8 @@
 """Experiments of ``ropekit report``: one module per section, each following the protocol in ``docs/report.md``.
 
 ``EXPERIMENTS`` is the registry the report runs, in report order. A module exposes ``NAME``, ``TITLE``,
-``PRESETS`` (``tiny``/``quick``/``full``) and ``run(preset, out_dir, *, seed=0) -> dict``.
+``PRESETS`` (``tiny``/``quick``/``full``) and ``run(preset, out_dir, *, seed=0) -> dict``, the protocol function
+decorated with :func:`ropekit.experiments._common.protocol` (see docs/report.md).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from types import ModuleType
 
 __all__ = ["EXPERIMENTS", "experiment_names", "load_experiment"]
 
-# Report order. `vision` is written by the N-D work; the report says so plainly while it is missing.
+# Report order.
 EXPERIMENTS: tuple[str, ...] = (
     "ropekit.experiments.analysis",
+    "ropekit.experiments.order",
     "ropekit.experiments.classification",
     "ropekit.experiments.extrapolation",
     "ropekit.experiments.passkey",

@@ -1,7 +1,8 @@
 """Analysis without training: what RoPE's frequencies imply, computed from the formulas.
 
-Six pieces, one figure each: RoFormer's long-term decay bound for several bases; the smallest base whose
-``sum_i cos(m theta_i)`` stays non-negative up to each context length; the critical dimension for a training
+Six pieces, one function and one figure each: RoFormer's long-term decay bound for several bases; the base
+lower bound of Men et al. 2024 (``sum_i cos(m theta_i) >= 0`` for every ``m <= L``) as the smallest passing base and
+as the base above which every base passes (the passing set is not an interval); the critical dimension for a training
 length; per-pair frequency and wavelength of every scaling type on one config (via :func:`ropekit.rope_frequencies`);
 attention locality for large and small theta; and the Hilbert pair ``a'(r), b'(r)`` of the receptive-field
 variant (REFERENCE.md section 3).
@@ -13,14 +14,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import pathlib
-import time
 from typing import Any
 
 import numpy as np
-import torch
 
-from ropekit.experiments._common import Outputs, check_preset, matplotlib_agg, progress, verdict
+from ropekit.experiments._common import CLAIMS_CAPTION, Claim, Outputs, agreement, claim_rows, matplotlib_agg, protocol
 
 __all__ = [
     "NAME",
@@ -146,22 +144,15 @@ def _analytic_imag(x: np.ndarray) -> np.ndarray:
     return np.fft.ifft(spec * h).imag
 
 
-def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
-    """Compute all six analyses; write CSVs, figures and the section."""
-    cfg = check_preset(NAME, PRESETS, preset)
-    torch.set_num_threads(1)
-    start = time.perf_counter()
+Result = tuple[list[str], list[tuple[str, bool]], list[Claim]]  # findings, sanity checks, claims
+
+
+def _decay(cfg: dict[str, Any], out: Outputs) -> Result:
+    """1. RoFormer's long-term decay bound per base."""
     plt = matplotlib_agg()
-    import matplotlib.colors as mcolors
-
-    out = Outputs(out_dir, NAME)
-    dim, findings = cfg["dim"], []
-    steps = progress(range(6), desc=NAME, total=6)
-    it = iter(steps)
-
-    # 1. long-term decay bound
+    dim = cfg["dim"]
     distances = np.unique(np.round(np.geomspace(1, cfg["max_distance"], 400))).astype(np.float64)
-    rows, fig, ax = [], *plt.subplots(figsize=(6.4, 3.8))
+    rows, (fig, ax) = [], plt.subplots(figsize=(6.4, 3.8))
     early_late = {}
     for base in cfg["bases"]:
         bound = decay_bound(dim, base, distances)
@@ -185,56 +176,95 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
         "RoFormer's long-term decay bound factor (2/d) sum_j |S_j(r)| versus distance, per base.\n"
         f"Computed exactly in float64 for d={dim} at {len(distances)} log-spaced distances.",
     )
-    decays = [b for b, (e, l) in early_late.items() if l < e]
-    findings.append(
-        f"Decay bound: the mean of |S_j| at long range is below its value at r<=16 for "
-        f"{len(decays)} of {len(early_late)} bases ({', '.join(f'{b:g}' for b in decays) or 'none'})."
+    decays = [b for b, (e, late) in early_late.items() if late < e]
+    claim = Claim(
+        "the bound decays with relative distance",
+        "Su et al. 2021 (RoFormer), section 3.4.3",
+        "decaying upper bound (their figure 2, base 10000)",
+        f"long-range mean below the r<=16 mean for {len(decays)} of {len(early_late)} bases",
+        "agrees" if len(decays) == len(early_late) else "disagrees",
     )
-    next(it, None)
+    return (
+        [
+            f"Decay bound: the mean of |S_j| at long range is below its value at r<=16 for {len(decays)} of "
+            f"{len(early_late)} bases ({', '.join(f'{b:g}' for b in decays) or 'none'})."
+        ],
+        [],
+        [claim],
+    )
 
-    # 2. smallest base with a non-negative cosine sum up to each context length
+
+def _base_bound(cfg: dict[str, Any], out: Outputs) -> Result:
+    """2. Base lower bound: smallest passing base, and the base above which every grid base passes."""
+    plt = matplotlib_agg()
+    dim = cfg["dim"]
     lo_exp, hi_exp = 1.0, 10.0
     grid = 10 ** np.linspace(lo_exp, hi_exp, int((hi_exp - lo_exp) * cfg["base_grid_per_decade"]) + 1)
-    max_ctx = max(cfg["contexts"])
-    first_neg = np.array([first_negative_position(dim, b, max_ctx) for b in grid])  # [G]
-    rows, smallest = [], []
+    first_neg = np.array([first_negative_position(dim, b, max(cfg["contexts"])) for b in grid])  # [G]
+    rows, smallest, all_above = [], [], []
     for L in cfg["contexts"]:
-        ok = grid[first_neg > L]
-        base_min = float(ok.min()) if ok.size else math.nan
+        ok = first_neg > L  # [G]
+        base_min = float(grid[ok].min()) if ok.any() else math.nan
+        fails = np.nonzero(~ok)[0]
+        above = (
+            float(grid[fails[-1] + 1])
+            if fails.size and fails[-1] + 1 < grid.size
+            else (float(grid[0]) if not fails.size else math.nan)
+        )
+        holes = int(((~ok) & (grid > base_min)).sum()) if ok.any() else 0
         smallest.append(base_min)
+        all_above.append(above)
         rows.append(
             {
                 "dim": dim,
                 "context_length": L,
-                "smallest_base": base_min,
+                "smallest_passing_base": base_min,
+                "every_base_passes_above": above,
+                "failing_grid_bases_above_smallest": holes,
                 "grid_points_per_decade": cfg["base_grid_per_decade"],
             }
         )
-    out.write_csv("base_bound", rows, "Smallest base on a log grid with sum_i cos(m theta_i) >= 0 for all m <= L.")
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    ax.plot(cfg["contexts"], smallest, "o-")
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="context length L",
-        ylabel="smallest base",
-        title=f"Base lower bound, d={dim}",
+    out.write_csv(
+        "base_bound",
+        rows,
+        "Base lower bound per context: smallest passing base and the base above which every grid base passes.",
     )
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.plot(cfg["contexts"], smallest, "o-", label="smallest passing base")
+    ax.plot(cfg["contexts"], all_above, "s--", label="every base above passes")
+    ax.set(xscale="log", yscale="log", xlabel="context length L", ylabel="base", title=f"Base lower bound, d={dim}")
+    ax.legend(fontsize=8)
     out.save_figure(
         fig,
         "base_bound",
-        "Smallest RoPE base keeping sum_i cos(m theta_i) non-negative for every m <= L.\n"
-        f"Exhaustive check of m = 1..L in float64 over a log grid of bases ({cfg['base_grid_per_decade']} per decade).",
+        "RoPE base lower bound: sum_i cos(m theta_i) >= 0 for every m <= L, as the smallest passing base and as the "
+        "base "
+        "above which every base passes.\n"
+        f"Exhaustive check of m = 1..L in float64 over a log grid of bases ({cfg['base_grid_per_decade']} per "
+        f"decade), d={dim}.",
     )
-    finite = [s for s in smallest if math.isfinite(s)]
+    finite = [v for v in all_above if math.isfinite(v)]
     monotone = all(b >= a for a, b in itertools.pairwise(finite))
-    findings.append(
-        f"Base bound: smallest base {smallest[0]:.3g} at L={cfg['contexts'][0]} and {smallest[-1]:.3g} at "
-        f"L={cfg['contexts'][-1]}; non-decreasing in L: {monotone}."
+    holes = sum(r["failing_grid_bases_above_smallest"] > 0 for r in rows)
+    finding = (
+        f"Base bound (d={dim}): at L={cfg['contexts'][0]} smallest passing base {smallest[0]:.3g}, every base above "
+        f"{all_above[0]:.3g} passes; at L={cfg['contexts'][-1]}: {smallest[-1]:.3g} and {all_above[-1]:.3g}. "
+        f"For {holes} of {len(rows)} contexts some base above the smallest passing one fails (not an interval)."
     )
-    next(it, None)
+    claim = Claim(
+        "the base lower bound grows with the context length",
+        "Men et al. 2024 (Base of RoPE Bounds Context Length)",
+        "bound increasing in L (published tables disagree with each other, so no number is quoted)",
+        f"'every base above passes' non-decreasing in L: {monotone}",
+        "agrees" if monotone else "disagrees",
+    )
+    return [finding], [], [claim]
 
-    # 3. critical dimension
+
+def _critical(cfg: dict[str, Any], out: Outputs) -> Result:
+    """3. Critical dimension per base and training length (Liu et al. 2023)."""
+    plt = matplotlib_agg()
+    dim = cfg["dim"]
     train_lens = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
     rows = [
         {"dim": dim, "base": b, "train_len": t, "critical_dim": critical_dimension(dim, b, t)}
@@ -256,13 +286,22 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
         "Dimensions whose rotary pairs complete a full period within the training length.\n"
         "Formula of Liu et al. 2023 evaluated per base and training length (no training).",
     )
-    crit_ref = critical_dimension(128, 10000.0, 4096)
-    findings.append(f"Critical dimension for d=128, base 10000, T=4096: {crit_ref}.")
-    next(it, None)
+    crit = critical_dimension(128, 10000.0, 4096)
+    claim = Claim(
+        "critical dimension for d=128, base 10000, T=4096",
+        "Liu et al. 2023 (Scaling Laws of RoPE-based Extrapolation)",
+        "92",
+        str(crit),
+        "agrees" if crit == 92 else "disagrees",
+    )
+    return [f"Critical dimension for d=128, base 10000, T=4096: {crit}."], [], [claim]
 
-    # 4. per-pair frequencies of every scaling type on one config
+
+def _frequencies(cfg: dict[str, Any], out: Outputs) -> Result:
+    """4. Per-pair frequencies of every scaling type on one config (via ``ropekit.rope_frequencies``)."""
     from ropekit import rope_frequencies
 
+    plt = matplotlib_agg()
     L, s = _FREQ_L, _FREQ_FACTOR
     r = _FREQ_HEAD_DIM // 2
     variants: dict[str, dict[str, Any]] = {
@@ -332,13 +371,25 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
     between = bool(np.all(yarn <= base_f * (1 + 1e-6)) and np.all(yarn >= base_f / s * (1 - 1e-6)))
     kept = int(np.isclose(yarn, base_f, rtol=1e-6).sum())
     interp = int(np.isclose(yarn, base_f / s, rtol=1e-6).sum())
-    findings.append(
+    finding = (
         f"YaRN at factor {s:g}: {kept} of {r} pairs keep the default frequency, {interp} are divided by "
         f"{s:g}, all lie between default/{s:g} and default: {between}."
     )
-    next(it, None)
+    claim = Claim(
+        "YaRN keeps high frequencies and interpolates low ones (all between default/s and default)",
+        "Peng et al. 2023 (YaRN)",
+        "ramp between no interpolation and PI",
+        f"{kept} kept, {interp} divided by s, between: {between}",
+        "agrees" if between and kept and interp else "disagrees",
+    )
+    return [finding], [], [claim]
 
-    # 5. attention locality versus theta (seed 004, section 5.3)
+
+def _locality(cfg: dict[str, Any], out: Outputs) -> Result:
+    """5. Attention locality for large and small theta (seed 004, section 5.3)."""
+    import matplotlib.colors as mcolors
+
+    plt = matplotlib_agg()
     T = cfg["heat_len"]
     hd = 64
     pos = np.arange(T)
@@ -366,22 +417,34 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
                 "mean_mass_within_window": mass,
             }
         )
-        ax.imshow(att, cmap="viridis", aspect="auto", norm=mcolors.PowerNorm(gamma=0.3))
+        im = ax.imshow(att, cmap="viridis", aspect="auto", norm=mcolors.PowerNorm(gamma=0.3))
         ax.set(title=f"{label}: mass within {w} = {mass:.2f}", xlabel="key position n", ylabel="query position m")
     out.write_csv("locality", rows, "Mean attention mass within 8 tokens of the diagonal (queries in the second half).")
+    (lab_big, m_big), (lab_small, m_small) = local_mass.items()
+    fig.colorbar(im, ax=list(axes), shrink=0.85, label="attention weight (gamma 0.3)")
     out.save_figure(
         fig,
         "locality",
         "Causal softmax attention of identical content q = k under RoPE with frequencies scaled x4 and x0.02.\n"
         f"Scores sum_i 2cos((m-n)theta_i)/sqrt(d), d={hd}, base 10000; colour gamma 0.3.",
     )
-    (lab_big, m_big), (lab_small, m_small) = local_mass.items()
-    findings.append(
-        f"Locality: attention mass within 8 tokens is {m_big:.2f} for {lab_big} and {m_small:.2f} for {lab_small}."
+    claim = Claim(
+        "larger theta concentrates attention near the diagonal",
+        "seed 004, section 5.3",
+        "qualitative",
+        f"mass within 8 tokens {m_big:.2f} ({lab_big}) vs {m_small:.2f} ({lab_small})",
+        "agrees" if m_big > m_small else "disagrees",
     )
-    next(it, None)
+    return (
+        [f"Locality: attention mass within 8 tokens is {m_big:.2f} for {lab_big} and {m_small:.2f} for {lab_small}."],
+        [],
+        [claim],
+    )
 
-    # 6. receptive-field variant: Hilbert pair a'(r), b'(r)
+
+def _receptive_field(cfg: dict[str, Any], out: Outputs, seed: int) -> Result:
+    """6. The receptive-field variant's Hilbert pair ``a'(r), b'(r)``, checked against the direct score."""
+    plt = matplotlib_agg()
     rng = np.random.default_rng(seed)
     hd = 64
     q, k = rng.standard_normal(hd), rng.standard_normal(hd)
@@ -422,36 +485,34 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
         "Real and imaginary parts a'(r), b'(r) of the receptive-field RoPE variant for three alpha.\n"
         f"Random q, k (d={hd}, seed {seed}); title: correlation of b' with the FFT Hilbert transform of a'.",
     )
-    findings.append(
+    finding = (
         f"Receptive-field variant: cos(r phi) a' - sin(r phi) b' matches the direct RoPE score with "
         f"theta* = phi + (1-alpha) theta to max |error| {max_err:.2e}; corr(H[a'], b') = "
         + ", ".join(f"{v:.2f} (alpha {k:g})" for k, v in hilbert_corr.items())
         + "."
     )
-    next(it, None)
-    list(it)  # finish (and close) the progress bar
-
-    agrees = [
-        ("YaRN's frequencies lie between default/s and default", between),
-        ("larger theta concentrates attention near the diagonal", m_big > m_small),
-        ("the base lower bound grows with context length", monotone),
-        (f"critical dimension 92 for d=128, T=4096 (computed {crit_ref})", crit_ref == 92),
+    sanity = [
+        (
+            f"the Hilbert-pair score equals the direct RoPE score with theta* (max |error| {max_err:.1e} <= 1e-9)",
+            max_err <= 1e-9,
+        )
     ]
-    n_ok = sum(ok for _, ok in agrees)
-    agreement = f"{verdict(n_ok, len(agrees))}: {n_ok} of {len(agrees)} published statements reproduced: " + "; ".join(
-        f"{text}: {'yes' if ok else 'no'}" for text, ok in agrees
-    )
+    return [finding], sanity, []
+
+
+@protocol
+def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
+    """The six analyses, one function each; the verdict over their claims."""
+    findings, sanity, claims = [], [], []
+    for part in (_decay, _base_bound, _critical, _frequencies, _locality):
+        f, s, c = part(cfg, out)
+        findings, sanity, claims = findings + f, sanity + s, claims + c
+    f, s, c = _receptive_field(cfg, out, seed)
+    findings, sanity, claims = findings + f, sanity + s, claims + c
+    out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = (
         "YaRN (Peng et al. 2023) interpolates low frequencies and keeps high ones; seed 004 section 5.3: larger "
         "theta gives more local attention; Men et al. 2024 (Base of RoPE Bounds Context Length): the base lower "
-        "bound grows with context; Liu et al. 2023: critical dimension 92 for d=128, T=4096."
+        "bound grows with context; Liu et al. 2023: critical dimension 92 for d=128, T=4096; RoFormer: decaying bound."
     )
-    return out.section(
-        title=TITLE,
-        findings=findings,
-        published=published,
-        agreement=agreement,
-        config=cfg,
-        seed=seed,
-        runtime_s=time.perf_counter() - start,
-    )
+    return {"findings": findings, "published": published, "agreement": agreement(sanity, claims)}

@@ -1,236 +1,371 @@
-"""Passkey retrieval (Mohtashami and Jaggi 2023) with State of the Union text as filler, with and without scaling.
+"""Passkey retrieval (Mohtashami and Jaggi 2023) with State of the Union filler: zero-shot scaling and short
+fine-tunes at 2x and 4x per scaling method.
 
-A small byte-level RoPE decoder is trained on passkey prompts (:func:`ropekit.data.passkey_sample`, filler cut from
-the SOTU train split, key at a uniform random depth) of ``train_len`` bytes, with the loss on the five answer
-digits plus a small weight on next-byte prediction of the prompt. It is then tested on prompts with filler from the
-validation split at 1x .. ``max`` x ``train_len`` and depths 0 .. 1, with its rotary frequencies rescaled at test
-time by none, PI, NTK, dynamic NTK or YaRN (static factor ``max(1, length / train_len)``).
+A byte-level RoPE :class:`ropekit.models.DecoderLM` is trained (:func:`ropekit.train.run_steps`) on passkey prompts
+(:func:`ropekit.data.passkey_sample`, filler from the SOTU train split, key at a uniform random depth) of
+``train_len`` bytes: loss on the five answer digits plus ``lm_weight`` times next-byte prediction of the prompt.
+Tested on prompts with validation-split filler at every length and depth:
 
-Metric: a prompt is retrieved when all five digits are the argmax given the prompt and the previous digits
-(teacher forcing); digit accuracy is also recorded (chance 0.1).
+* zero-shot: the trained weights under none, PI, NTK, dynamic NTK (factor 1, base grows with the length) and YaRN,
+  static factor ``length / train_len``;
+* fine-tuned: for each target ``s`` in ``finetune_multiples`` and each of none / PI / YaRN, the weights configured
+  with factor ``s`` and fine-tuned for ``finetune_steps`` on prompts of ``s * train_len`` bytes (same prompts for
+  every method), then tested at every length.
 
-Legend: ``prompt: [L]`` token ids, ``answer: [6]`` (space + 5 digits).
+Metric: a prompt is retrieved when all five digits are the argmax given the prompt and the earlier digits (teacher
+forcing); digit accuracy too (chance 0.1). The rotary length is the model input's own length (prompt + 4 digits).
+
+Legend: ``ids: [B, L + 5]`` prompt of ``L`` bytes then the answer (space + 5 digits); the model reads ``ids[:, :-1]``.
 """
 
 from __future__ import annotations
 
-import pathlib
 import random
-import time
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ropekit.experiments._common import Outputs, check_preset, matplotlib_agg, seed_everything, verdict
-from ropekit.experiments._nets import PosSpec, TinyLM, train_steps
-from ropekit.experiments.extrapolation import scaled_parameters
+from ropekit.experiments._common import (
+    CLAIMS_CAPTION,
+    Claim,
+    Outputs,
+    agreement,
+    claim_rows,
+    compare,
+    history_rows,
+    matplotlib_agg,
+    plot_histories,
+    protocol,
+    style,
+)
+from ropekit.experiments._lm import scaled_pe, swap_pe, train_model, zero_shot_pe
+from ropekit.models import ModelConfig
+from ropekit.train import TrainConfig
 
 __all__ = ["NAME", "PRESETS", "SCALINGS", "TITLE", "run"]
 
 NAME = "passkey"
-TITLE = "Passkey retrieval by length and depth, with and without RoPE scaling"
+TITLE = "Passkey retrieval by length and depth: zero-shot scaling and short fine-tunes at 2x and 4x"
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "train_len": 288,
-        "multiples": [1.0, 1.5],
+        "multiples": [1, 2],
+        "finetune_multiples": [2],
         "depths": [0.0, 1.0],
         "steps": 3,
+        "finetune_steps": 2,
         "batch": 2,
         "d_model": 32,
         "n_layers": 1,
-        "samples": 2,
+        "samples": 4,
         "lr": 3e-3,
+        "init_std": 0.08,
         "lm_weight": 0.1,
     },
     "quick": {
         "train_len": 288,
-        "multiples": [1.0, 1.5, 2.0, 3.0],
+        "multiples": [1, 2, 4],
+        "finetune_multiples": [2, 4],
         "depths": [0.0, 0.25, 0.5, 0.75, 1.0],
         "steps": 1000,
+        "finetune_steps": 60,
         "batch": 8,
         "d_model": 64,
         "n_layers": 2,
-        "samples": 6,
+        "samples": 20,
         "lr": 3e-3,
+        "init_std": 0.08,
         "lm_weight": 0.1,
     },
-    "full": {  # sized for about 10 min on one thread here
+    "full": {
         "train_len": 288,
-        "multiples": [1.0, 1.5, 2.0, 3.0, 4.0],
+        "multiples": [1, 2, 4],
+        "finetune_multiples": [2, 4],
         "depths": [0.0, 0.25, 0.5, 0.75, 1.0],
         "steps": 2000,
+        "finetune_steps": 150,
         "batch": 8,
         "d_model": 64,
         "n_layers": 2,
-        "samples": 12,
+        "samples": 40,
         "lr": 3e-3,
+        "init_std": 0.08,
         "lm_weight": 0.1,
     },
 }
 
 SCALINGS = ("none", "PI", "NTK", "dynamic NTK", "YaRN")
+FINETUNED = ("none", "PI", "YaRN")
 
 
-def _example(filler: torch.Tensor, length: int, depth: float, rng: random.Random) -> tuple[torch.Tensor, int]:
-    """``(ids [length + 5], n_answer)``: prompt followed by the answer minus its last token."""
+def _examples(filler: torch.Tensor, length: int, depths: list[float], rng: random.Random) -> tuple[torch.Tensor, int]:
+    """``(ids [len(depths), length + n_answer], n_answer)``: one prompt per depth followed by its answer."""
     from ropekit.data import passkey_sample
 
-    sample = passkey_sample(filler, length, depth, rng)
-    ids = torch.cat([sample.prompt_ids, sample.answer_ids[:-1]])  # [length + len(answer) - 1]
-    return ids, int(sample.answer_ids.numel())
+    samples = [passkey_sample(filler, length, d, rng) for d in depths]
+    return torch.stack([torch.cat([s.prompt_ids, s.answer_ids]) for s in samples]), int(samples[0].answer_ids.numel())
 
 
-def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
-    """Train one retrieval model, test it at every length, depth and scaling; write outputs and the section."""
-    cfg = check_preset(NAME, PRESETS, preset)
-    torch.set_num_threads(1)
-    start = time.perf_counter()
+def _batch_fn(filler: torch.Tensor, length: int, batch: int, seed: int) -> Any:
+    def make(step: int) -> tuple[torch.Tensor, int]:
+        rng = random.Random(seed * 1_000_003 + step)  # a pure function of (seed, step): paired fine-tunes
+        return _examples(filler, length, [rng.random() for _ in range(batch)], rng)
+
+    return make
+
+
+def _loss_fn(lm_weight: float) -> Any:
+    def loss(model: torch.nn.Module, batch: tuple[torch.Tensor, int]) -> torch.Tensor:
+        ids, n_ans = batch
+        per_token = F.cross_entropy(model(ids[:, :-1]).transpose(1, 2), ids[:, 1:], reduction="none")  # [B, L + 5]
+        return per_token[:, -(n_ans - 1) :].mean() + lm_weight * per_token.mean()  # digits (the space is prompt)
+
+    return loss
+
+
+@torch.no_grad()
+def _retrieval(model: torch.nn.Module, ids: torch.Tensor, n_ans: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt: all digits right (0/1) and digit accuracy, ``[B]`` each."""
+    model.eval()
+    logits = torch.cat([model(ids[i : i + 16, :-1]) for i in range(0, ids.shape[0], 16)])  # input = L + 4 bytes
+    pred, gold = logits[:, -(n_ans - 1) :].argmax(-1), ids[:, -(n_ans - 1) :]  # [B, 5]
+    hit = pred == gold
+    return hit.all(dim=1).double().numpy(), hit.double().mean(dim=1).numpy()
+
+
+@protocol
+def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
+    """Train one retrieval model, fine-tune it per scaling, test every length, depth and scaling."""
     from ropekit.data import ByteTokenizer, lm_splits
 
     tok = ByteTokenizer()
     splits = lm_splits(tok)
-    # eos separators inside the filler would be odd inside one prompt: drop them
-    train_fill = splits.train[splits.train != tok.eos_id]
+    train_fill = splits.train[splits.train != tok.eos_id]  # eos separators would be odd inside one prompt
     val_fill = splits.validation[splits.validation != tok.eos_id]
-    seed_everything(seed)
-    rng = random.Random(seed)
     T = cfg["train_len"]
-
-    def batches():
-        while True:
-            pairs = [_example(train_fill, T, rng.random(), rng) for _ in range(cfg["batch"])]
-            yield torch.stack([p[0] for p in pairs]), pairs[0][1]
-
-    def loss_fn(model: TinyLM, batch: tuple[torch.Tensor, int]) -> torch.Tensor:
-        ids, n_ans = batch
-        logits = model(ids[:, :-1])  # [B, L-1, V]
-        targets = ids[:, 1:]
-        per_token = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # [B, L-1]
-        answer = per_token[:, -(n_ans - 1) :].mean()  # the digits (the leading space is the prompt's last target)
-        return answer + cfg["lm_weight"] * per_token.mean()
-
-    model = TinyLM(tok.vocab_size, pos=PosSpec(kind="rope"), d_model=cfg["d_model"], n_layers=cfg["n_layers"])
-    losses = train_steps(model, loss_fn, batches(), steps=cfg["steps"], lr=cfg["lr"], desc=f"{NAME}: train")
+    lengths = [round(T * m) for m in cfg["multiples"]]
+    loss_fn = _loss_fn(cfg["lm_weight"])
+    model_cfg = ModelConfig(
+        task="lm",
+        vocab_size=tok.vocab_size,
+        d_model=cfg["d_model"],
+        n_layers=cfg["n_layers"],
+        max_len=T,
+        pe=scaled_pe("none", 1.0, T),
+        init_std=cfg["init_std"],
+    )
+    train_cfg = TrainConfig(
+        steps=cfg["steps"], batch_size=cfg["batch"], lr=cfg["lr"], warmup=max(1, cfg["steps"] // 20), seed=seed
+    )
+    model, history = train_model(
+        model_cfg, loss_fn, _batch_fn(train_fill, T, cfg["batch"], seed), train_cfg, desc=f"{NAME}: train"
+    )
+    hist = history_rows("RoPE + none", history, stage="train")
 
     eval_rng = random.Random(10_000 + seed)
-    rows = []
-    lengths = [round(T * m) for m in cfg["multiples"]]
-    with torch.no_grad():
-        for L in lengths:
-            for depth in cfg["depths"]:
-                examples = [_example(val_fill, L, depth, eval_rng) for _ in range(cfg["samples"])]
-                ids = torch.stack([e[0] for e in examples])  # [S, L + 5]
-                n_ans = examples[0][1]
-                for method in SCALINGS:
-                    params, max_pos = scaled_parameters(method, max(1.0, L / T), T)
-                    model.body.set_rope_parameters(params, max_pos)
-                    logits = model(ids[:, :-1], seq_len=ids.shape[1])
-                    pred = logits[:, -(n_ans - 1) :].argmax(-1)  # [S, 5] digit predictions
-                    gold = ids[:, -(n_ans - 1) :]
-                    hits = (pred == gold).all(dim=1).float()
-                    rows.append(
-                        {
-                            "scaling": method,
-                            "length": L,
-                            "multiple": L / T,
-                            "depth": depth,
-                            "samples": len(examples),
-                            "retrieval_accuracy": float(hits.mean()),
-                            "digit_accuracy": float((pred == gold).float().mean()),
-                            "train_len": T,
-                        }
-                    )
+    tests = {L: [_examples(val_fill, L, cfg["depths"], eval_rng) for _ in range(cfg["samples"])] for L in lengths}
+    results: dict[
+        tuple[str, str, int], tuple[np.ndarray, np.ndarray]
+    ] = {}  # (method, stage, L) -> [samples, depths] x2
 
-    out = Outputs(out_dir, NAME)
-    out.write_csv("accuracy", rows, "Retrieval and digit accuracy per scaling, prompt length and key depth.")
-    tail = max(1, len(losses) // 10)
-    out.write_csv("training", [{"step": i, "loss": v} for i, v in enumerate(losses)], "Training loss per step.")
-    plt = matplotlib_agg()
-    n_s = len(SCALINGS)
-    fig, axes = plt.subplots(1, n_s, figsize=(3.0 * n_s, 3.3), sharey=True)
-    for ax, method in zip(axes, SCALINGS, strict=True):
-        grid = np.array(
-            [
-                [
-                    next(
-                        r["retrieval_accuracy"]
-                        for r in rows
-                        if r["scaling"] == method and r["length"] == L and r["depth"] == d
-                    )
-                    for L in lengths
-                ]
-                for d in cfg["depths"]
-            ]
+    def measure(m: torch.nn.Module, method: str, stage: str, L: int) -> None:
+        ids = torch.cat([t[0] for t in tests[L]])  # [samples * depths, L + 6]
+        hit, digits = _retrieval(m, ids, tests[L][0][1])
+        results[(method, stage, L)] = (hit.reshape(cfg["samples"], -1), digits.reshape(cfg["samples"], -1))
+
+    for method in SCALINGS:
+        for L in lengths:
+            measure(swap_pe(model, zero_shot_pe(method, L, T)), method, "zero-shot", L)
+    for target in cfg["finetune_multiples"]:
+        ft_batch = max(1, cfg["batch"] // target)  # same bytes per step as training
+        ft_cfg = TrainConfig(
+            steps=cfg["finetune_steps"],
+            batch_size=ft_batch,
+            lr=cfg["lr"] / 3,
+            warmup=max(1, cfg["finetune_steps"] // 10),
+            seed=seed,
         )
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
-        for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
-        ax.set_xticks(range(len(lengths)), [str(L) for L in lengths], fontsize=7)
-        ax.set_yticks(range(len(cfg["depths"])), [f"{d:.2f}" for d in cfg["depths"]], fontsize=7)
-        ax.set(title=method, xlabel="prompt length (bytes)")
-    axes[0].set_ylabel("key depth")
+        batches = _batch_fn(train_fill, target * T, ft_batch, 20_000 + seed)
+        for method in FINETUNED:
+            cfg_s = ModelConfig(**{**model.config.to_dict(), "pe": scaled_pe(method, float(target), T)})
+            tuned, h = train_model(
+                cfg_s, loss_fn, batches, ft_cfg, init=model, desc=f"{NAME}: fine-tune {method} {target}x"
+            )
+            hist += history_rows(f"RoPE + {method}", h, stage=f"fine-tune {target}x")
+            for L in lengths:
+                measure(tuned, method, f"fine-tuned at {target}x", L)
+
+    rows = [
+        {
+            "scaling": method,
+            "stage": stage,
+            "length": L,
+            "multiple": L / T,
+            "depth": d,
+            "prompts": cfg["samples"],
+            "retrieval_accuracy": float(hit[:, j].mean()),
+            "digit_accuracy": float(dig[:, j].mean()),
+            "train_len": T,
+        }
+        for (method, stage, L), (hit, dig) in results.items()
+        for j, d in enumerate(cfg["depths"])
+    ]
+    out.write_csv(
+        "accuracy",
+        rows,
+        f"Retrieval and digit accuracy per scaling, stage, prompt length and key depth ({cfg['samples']} prompts per "
+        "cell).",
+    )
+    out.write_csv(
+        "history",
+        hist,
+        "Training loss per step of the base model and of every fine-tune.\nTidy rows (model, step, split, metric, "
+        "value); plotted in the training-curve figure(s).",
+    )
+    stages = ["zero-shot", *[f"fine-tuned at {t}x" for t in cfg["finetune_multiples"]]]
+    _grid(out, rows, cfg, lengths, stages)
+    _digits(out, rows, lengths, stages, T)
+    plot_histories(
+        out,
+        [r for r in hist if r["stage"] == "train"],
+        "training",
+        f"Training loss of the retrieval model at {T} bytes (running mean over 10 steps).\n"
+        f"Loss = answer digits + {cfg['lm_weight']} x next-byte loss; {cfg['steps']} steps of batch {cfg['batch']}.",
+    )
+    plot_histories(
+        out,
+        [r for r in hist if r["stage"] != "train"],
+        "finetune",
+        "Fine-tuning loss per scaling and target length (running mean over 10 steps).\n"
+        f"{cfg['finetune_steps']} steps from the same weights, the same prompts for every method.",
+    )
+
+    def acc(method: str, stage: str, L: int) -> float:
+        return float(results[(method, stage, L)][0].mean())
+
+    in_len = acc("none", "zero-shot", T)
+    findings = [
+        f"Retrieval at the training length ({T} bytes, no scaling): {in_len:.2f} over "
+        f"{cfg['samples'] * len(cfg['depths'])} prompts."
+    ]
+    for stage in stages:
+        findings.append(
+            f"{stage}: retrieval by length "
+            + "; ".join(
+                f"{method} " + "/".join(f"{acc(method, stage, L):.2f}" for L in lengths)
+                for method in (SCALINGS if stage == "zero-shot" else FINETUNED)
+            )
+            + f" (lengths {lengths})."
+        )
+    sanity = [(f"the model retrieves at its training length ({in_len:.2f} >= 0.5)", in_len >= 0.5)]
+    claims = []
+    for target in cfg["finetune_multiples"]:
+        stage, L = f"fine-tuned at {target}x", target * T
+        if L not in lengths:
+            continue
+        o, t = compare(results[("PI", stage, L)][0], results[("none", stage, L)][0])
+        claims.append(
+            Claim(
+                f"after fine-tuning at {target}x, PI retrieves at {L} bytes better than no scaling (A = PI, B = none)",
+                "Chen et al. 2023",
+                "PI-extended LLaMA retrieves across the whole extended window",
+                t,
+                o,
+            )
+        )
+        o, t = compare(results[("YaRN", stage, L)][0], results[("none", stage, L)][0])
+        claims.append(
+            Claim(
+                f"after fine-tuning at {target}x, YaRN retrieves at {L} bytes better than no scaling (A = YaRN, B = "
+                "none)",
+                "Peng et al. 2023",
+                "YaRN s=32 7B: 99.4% passkey accuracy to 128k",
+                t,
+                o,
+            )
+        )
+    out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
+    published = (
+        "Mohtashami and Jaggi 2023 introduced the test; Chen et al. 2023: PI fine-tuned models retrieve across the "
+        "extended window while unscaled models fail beyond the training length; Peng et al. 2023 (YaRN, s=32, 7B): "
+        "99.4% to 128k after fine-tuning."
+    )
+    return {"findings": findings, "published": published, "agreement": agreement(sanity, claims)}
+
+
+def _digits(out: Outputs, rows: list[dict[str, Any]], lengths: list[int], stages: list[str], T: int) -> None:
+    plt = matplotlib_agg()
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.6 * len(stages), 3.6), sharey=True, squeeze=False)
+    for ax, stage in zip(axes[0], stages, strict=True):
+        for method in SCALINGS if stage == "zero-shot" else FINETUNED:
+            ys = [
+                np.mean(
+                    [
+                        r["digit_accuracy"]
+                        for r in rows
+                        if r["scaling"] == method and r["stage"] == stage and r["length"] == L
+                    ]
+                )
+                for L in lengths
+            ]
+            ax.plot(lengths, ys, label=method, **style(method))
+        ax.axhline(0.1, color="grey", ls=":", lw=0.8)
+        ax.axvline(T, color="grey", ls="--", lw=0.8)
+        ax.set(xlabel="prompt length (bytes)", title=stage, ylim=(0, 1.02))
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("digit accuracy")
+    out.save_figure(
+        fig,
+        "digits",
+        "Per-digit passkey accuracy vs prompt length, mean over depths, per scaling and stage.\n"
+        f"Teacher-forced argmax; dotted = chance (0.1), dashed = training length {T}; y from 0.",
+    )
+
+
+def _grid(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], lengths: list[int], stages: list[str]) -> None:
+    plt = matplotlib_agg()
+    panels = [(s, m) for s in stages for m in (SCALINGS if s == "zero-shot" else FINETUNED)]
+    ncol = len(SCALINGS)
+    nrow = 1 + len(stages) - 1
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.8 * ncol, 2.6 * nrow), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    im = None
+    for stage_i, stage in enumerate(stages):
+        methods = SCALINGS if stage == "zero-shot" else FINETUNED
+        for j, method in enumerate(methods):
+            ax = axes[stage_i][j]
+            ax.set_visible(True)
+            grid = np.array(
+                [
+                    [
+                        next(
+                            r["retrieval_accuracy"]
+                            for r in rows
+                            if r["scaling"] == method and r["stage"] == stage and r["length"] == L and r["depth"] == d
+                        )
+                        for L in lengths
+                    ]
+                    for d in cfg["depths"]
+                ]
+            )
+            im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+            for (i, k), v in np.ndenumerate(grid):
+                ax.text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
+            ax.set_xticks(range(len(lengths)), [str(L) for L in lengths], fontsize=6)
+            ax.set_yticks(range(len(cfg["depths"])), [f"{d:.2f}" for d in cfg["depths"]], fontsize=6)
+            ax.set_title(f"{method}, {stage}", fontsize=8, color=style(method)["color"])
+    assert panels and im is not None
     fig.colorbar(im, ax=axes, shrink=0.8, label="retrieval accuracy")
     out.save_figure(
         fig,
         "grid",
-        f"Passkey retrieval accuracy by prompt length and key depth for each RoPE scaling "
-        f"(model trained at {T} bytes).\nAll 5 digits correct under teacher forcing; {cfg['samples']} "
-        "prompts per cell with SOTU validation text as filler.",
-    )
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for method in SCALINGS:
-        ax.plot(
-            lengths,
-            [
-                np.mean([r["digit_accuracy"] for r in rows if r["scaling"] == method and r["length"] == L])
-                for L in lengths
-            ],
-            marker="o",
-            label=method,
-        )
-    ax.axhline(0.1, color="grey", ls=":", lw=0.8)
-    ax.axvline(T, color="grey", ls="--", lw=0.8)
-    ax.set(xlabel="prompt length (bytes)", ylabel="digit accuracy", ylim=(0, 1.02), title="Digit accuracy vs length")
-    ax.legend(fontsize=8)
-    out.save_figure(
-        fig,
-        "digits",
-        "Per-digit passkey accuracy versus prompt length, mean over depths, per scaling.\n"
-        f"Dotted = chance (0.1), dashed = training length {T}; teacher-forced argmax.",
-    )
-
-    def mean_acc(method: str, pred) -> float:
-        vals = [r["retrieval_accuracy"] for r in rows if r["scaling"] == method and pred(r["multiple"])]
-        return float(np.mean(vals)) if vals else float("nan")
-
-    in_len = mean_acc("none", lambda m: m == 1.0)
-    beyond = {m: mean_acc(m, lambda x: x > 1.0) for m in SCALINGS}
-    findings = [
-        f"Final training loss (mean of last {tail} steps): {np.mean(losses[-tail:]):.3f}.",
-        f"Retrieval accuracy at the training length (no scaling): {in_len:.2f}.",
-        "Mean retrieval accuracy beyond the training length: " + ", ".join(f"{k} {v:.2f}" for k, v in beyond.items()),
-    ]
-    best_scaled = max(beyond[m] for m in SCALINGS if m != "none")
-    checks = {
-        "the model retrieves at its training length (>= 0.5)": in_len >= 0.5,
-        "some scaling retrieves better than none beyond the training length": best_scaled > beyond["none"],
-    }
-    n_ok = sum(checks.values())
-    agreement = f"{verdict(n_ok, len(checks))}: " + "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in checks.items())
-    published = (
-        "Mohtashami and Jaggi 2023 introduced the test; Peng et al. 2023 (YaRN, s=32, 7B) report 99.4% "
-        "passkey accuracy to 128k after fine-tuning; Chen et al. 2023: PI fine-tuned models retrieve across "
-        "the extended window while unscaled models fail beyond the training length."
-    )
-    return out.section(
-        title=TITLE,
-        findings=findings,
-        published=published,
-        agreement=agreement,
-        config=cfg,
-        seed=seed,
-        runtime_s=time.perf_counter() - start,
+        "Passkey retrieval by prompt length (x, bytes) and key depth (y): zero-shot scalings (top row) and after "
+        "fine-tuning "
+        "at each target length (rows below).\n"
+        f"All 5 digits right under teacher forcing; {cfg['samples']} prompts per cell, SOTU validation filler; "
+        f"trained at {cfg['train_len']}.",
     )

@@ -1,9 +1,12 @@
 """Speed: the kernel benchmark table, read from ``benchmarks/results/apply_rotary.csv`` (nothing is timed here).
 
-The benchmark (``benchmarks/apply_rotary.py``, written separately) appends one row per measurement with the
-machine it ran on. This section copies the rows, labels them with their machine, and plots the time column
-it finds (a column whose name contains ``ratio``, else ``median``, else ``ms``/``us``) per implementation.
-When the file is absent it says so plainly.
+The benchmark is run by ``make bench`` (``benchmarks/apply_rotary.py`` in the repository, not part of the installed
+package); it appends one row per measurement with the machine it ran on. The section reads the CSV named by
+``$ROPEKIT_BENCHMARK_CSV``, else ``benchmarks/results/apply_rotary.csv`` under the directory the report is run from
+(``make run`` runs it from the repository root); it never looks up the package's own install location.
+This section copies the rows, labels them with their machine, and plots the time column it finds (a column whose
+name contains ``ratio``, else ``median``, else ``ms``/``us``) per implementation. When the file is absent it says so
+plainly.
 """
 
 from __future__ import annotations
@@ -11,10 +14,9 @@ from __future__ import annotations
 import csv
 import os
 import pathlib
-import time
 from typing import Any
 
-from ropekit.experiments._common import Outputs, check_preset, matplotlib_agg, progress, verdict
+from ropekit.experiments._common import Outputs, matplotlib_agg, progress, protocol
 
 __all__ = ["NAME", "PRESETS", "TITLE", "cache_inputs", "find_benchmark_csv", "run"]
 
@@ -29,18 +31,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _ENV = "ROPEKIT_BENCHMARK_CSV"
+_DEFAULT_CSV = "benchmarks/results/apply_rotary.csv"
 
 
 def find_benchmark_csv() -> pathlib.Path | None:
-    """``$ROPEKIT_BENCHMARK_CSV`` if set, else ``benchmarks/results/apply_rotary.csv`` in the repo or cwd."""
-    if os.environ.get(_ENV):
-        path = pathlib.Path(os.environ[_ENV])
-        return path if path.exists() else None
-    candidates = [
-        pathlib.Path(__file__).resolve().parents[3] / "benchmarks/results/apply_rotary.csv",
-        pathlib.Path.cwd() / "benchmarks/results/apply_rotary.csv",
-    ]
-    return next((p for p in candidates if p.exists()), None)
+    """``$ROPEKIT_BENCHMARK_CSV`` if set, else ``benchmarks/results/apply_rotary.csv`` under the working directory."""
+    path = pathlib.Path(os.environ[_ENV]) if os.environ.get(_ENV) else pathlib.Path.cwd() / _DEFAULT_CSV
+    return path if path.exists() else None
 
 
 def cache_inputs() -> list[pathlib.Path]:
@@ -129,12 +126,19 @@ def _structured(rows: list[dict[str, str]], out: Outputs, cfg: dict[str, Any]) -
         got = ratio.get((impl, dtype, "fwd"))
         if got is not None:
             checks.append((f"{impl} {dtype} fwd {got:.2f}x (published {lo:g}-{hi:g}x)", lo <= got <= hi))
-    n_ok = sum(ok for _, ok in checks)
-    agreement = (
-        f"{verdict(n_ok, len(checks))}: {n_ok} of {len(checks)} peer ratios fall in the published ranges: "
-        + "; ".join(f"{t}: {'in' if ok else 'out'}" for t, ok in checks)
-    )
-    return findings, agreement
+    from ropekit.experiments._common import Claim, agreement
+
+    claims = [
+        Claim(
+            f"peer ratio in the published range: {t}",
+            "REFERENCE section 6 (this machine kind)",
+            t.split("(published ")[-1].rstrip(")"),
+            t.split(" (published")[0],
+            "agrees" if ok else "disagrees",
+        )
+        for t, ok in checks
+    ]
+    return findings, agreement([], claims)
 
 
 def _pick(columns: list[str], *needles: str) -> str | None:
@@ -152,14 +156,9 @@ def _num(value: str) -> float | None:
         return None
 
 
-def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
+@protocol
+def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     """Copy and plot the benchmark rows, or report their absence."""
-    cfg = check_preset(NAME, PRESETS, preset)
-    import torch
-
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    out = Outputs(out_dir, NAME)
     published = (
         "REFERENCE.md section 6 (this machine kind): Meta's complex form 1.1-1.5x the copy floor in fp32; "
         "transformers eager 6-10x fp32; torch.compile of the cat form 1.07-1.24x fp32."
@@ -170,33 +169,17 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
     if not rows:
-        where = "benchmarks/results/apply_rotary.csv"
+        where = os.environ.get(_ENV) or _DEFAULT_CSV
         msg = (
-            f"No benchmark results: {where} is absent or empty, so no speed numbers are shown. "
-            "Run `python benchmarks/apply_rotary.py` to produce it, then rerun the report."
+            f"No benchmark results: {where} is absent or empty (looked up under the working directory), so no speed "
+            "numbers are shown. The benchmark is run by `make bench` in the repository; rerun the report after it."
         )
         out.write_csv("status", [{"benchmark_csv": where, "present": False, "rows": 0}], "Benchmark file status.")
-        return out.section(
-            title=TITLE,
-            findings=[msg],
-            published=published,
-            agreement="Undecided: no benchmark rows to compare.",
-            config=cfg,
-            seed=seed,
-            runtime_s=time.perf_counter() - start,
-        )
+        return {"findings": [msg], "published": published, "agreement": "Not tested: no benchmark rows to compare."}
     columns = list(rows[0].keys())
     if set(columns) >= _SCHEMA:
         findings, agreement = _structured(rows, out, cfg)
-        return out.section(
-            title=TITLE,
-            findings=findings,
-            published=published,
-            agreement=agreement,
-            config=cfg,
-            seed=seed,
-            runtime_s=time.perf_counter() - start,
-        )
+        return {"findings": findings, "published": published, "agreement": agreement}
     machine_col = _pick(columns, "machine", "cpu", "host")
     label_cols = [c for c in columns if _num(rows[0][c]) is None and c != machine_col][:3]
     value_col = _pick(columns, "ratio", "median", "_ms", "ms", "_us", "time")
@@ -207,7 +190,7 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
         f"Benchmark rows as recorded (machine: {'; '.join(machines)}).",
     )
     findings = [f"{len(rows)} benchmark rows from {path.name}, measured on: {'; '.join(machines)}."]
-    agreement = "Undecided: the benchmark's columns do not include a ratio to the copy floor."
+    agreement = "Not tested: the benchmark's columns do not include a ratio to the copy floor."
     if value_col:
         plt = matplotlib_agg()
         plotted = [r for r in rows if _num(r[value_col]) is not None][-cfg["max_rows_plotted"] :]
@@ -233,12 +216,4 @@ def run(preset: str, out_dir: pathlib.Path, *, seed: int = 0) -> dict[str, Any]:
                 f"{'Agrees' if within else 'Disagrees'}: {within} of {len(values)} rows are within 1.5x of "
                 "the floor, where the published peers' best reach 1.07-1.5x."
             )
-    return out.section(
-        title=TITLE,
-        findings=findings,
-        published=published,
-        agreement=agreement,
-        config=cfg,
-        seed=seed,
-        runtime_s=time.perf_counter() - start,
-    )
+    return {"findings": findings, "published": published, "agreement": agreement}

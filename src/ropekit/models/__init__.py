@@ -12,6 +12,7 @@ See ``docs/training.md`` for training, checkpoints and the CLI.
 """
 
 from ropekit.models.attention import Attention, KVCache, LayerCache
+from ropekit.models.baselines import BagOfTokensClassifier
 from ropekit.models.io import CheckpointError, load_model, save_model
 from ropekit.models.positions import (
     POSITION_ENCODINGS,
@@ -24,6 +25,7 @@ from ropekit.models.positions import (
     random_positions,
     register_position_encoding,
 )
+from ropekit.models.swap import with_position_encoding
 from ropekit.models.transformer import (
     TASKS,
     Block,
@@ -40,6 +42,7 @@ __all__ = [
     "ROPE_ALIASES",
     "TASKS",
     "Attention",
+    "BagOfTokensClassifier",
     "Block",
     "CheckpointError",
     "DecoderLM",
@@ -59,4 +62,5 @@ __all__ = [
     "random_positions",
     "register_position_encoding",
     "save_model",
+    "with_position_encoding",
 ]

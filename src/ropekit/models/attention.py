@@ -129,6 +129,29 @@ class Attention(nn.Module):
         out = self._attend(q, k, v, bias, key_mask, past)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))  # [B, T, C]
 
+    @torch.no_grad()
+    def logits(
+        self, x: torch.Tensor, pe: PositionEncoding | None = None, positions: torch.Tensor | int = 0
+    ) -> torch.Tensor:
+        """Pre-softmax self-attention scores ``[B, H, T, T]`` of this layer for input ``x: [B, T, C]`` (the input of
+        :meth:`forward`, i.e. after the block's norm): ``q k^T / sqrt(D)`` after the position encoding's rotation, plus
+        its bias; no mask. For measuring how scores depend on distance (no KV cache, no cross-attention)."""
+        if self.cross:
+            raise ValueError("logits() measures self-attention; this layer is cross-attention")
+        B, T, _ = x.shape
+        q = self._heads(self.q_proj(x), self.n_heads)  # [B, H, T, D]
+        k = self._heads(self.k_proj(x), self.n_kv_heads)  # [B, Hk, T, D]
+        if pe is not None:
+            q, k = pe.rotate(q, k, positions)
+        k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # [B, H, T, D]
+        scores = q @ k.transpose(-1, -2) / self.head_dim**0.5  # [B, H, T, T]
+        if pe is not None:
+            pos = positions_tensor(positions, T, x.device).expand(B, T)  # [B, T]
+            bias = pe.bias(pos, pos)
+            if bias is not None:
+                scores = scores + bias
+        return scores
+
     def _attend(
         self,
         q: torch.Tensor,

@@ -58,6 +58,7 @@ class ModelConfig:
     dropout: float = 0.0
     n_classes: int = 2
     pe: dict[str, Any] = field(default_factory=lambda: {"kind": "rope"})
+    init_std: float = 0.02
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -139,10 +140,11 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
-def _init_weights(module: nn.Module, n_layers: int) -> None:
+def _init_weights(module: nn.Module, n_layers: int, init_std: float = 0.02) -> None:
+    """Normal(0, ``init_std``) weights (GPT-2), residual outputs scaled by ``1 / sqrt(2 n_layers)``."""
     for name, p in module.named_parameters():
         if p.dim() == 2 and ("proj" in name or "mlp" in name or "embed" in name or "head" in name):
-            std = 0.02 / math.sqrt(2 * n_layers) if name.endswith(("o_proj.weight", "mlp.2.weight")) else 0.02
+            std = init_std / math.sqrt(2 * n_layers) if name.endswith(("o_proj.weight", "mlp.2.weight")) else init_std
             nn.init.normal_(p, std=std)
         elif name.endswith("bias") and ("mlp" in name or "head" in name):
             nn.init.zeros_(p)
@@ -220,7 +222,7 @@ class DecoderLM(nn.Module):
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.decoder = _Stack(cfg, causal=True)
-        _init_weights(self, cfg.n_layers)
+        _init_weights(self, cfg.n_layers, cfg.init_std)
 
     def new_cache(self) -> KVCache:
         return KVCache.empty(len(self.decoder.blocks))
@@ -276,7 +278,7 @@ class EncoderClassifier(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.encoder = _Stack(cfg, causal=False)
         self.head = nn.Linear(cfg.d_model, cfg.n_classes)
-        _init_weights(self, cfg.n_layers)
+        _init_weights(self, cfg.n_layers, cfg.init_std)
 
     def forward(
         self, ids: torch.Tensor, lengths: torch.Tensor | None = None, positions: torch.Tensor | int | None = None
@@ -303,7 +305,7 @@ class Seq2Seq(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.encoder = _Stack(cfg, causal=False)
         self.decoder = _Stack(cfg, causal=True, cross=True)
-        _init_weights(self, cfg.n_layers)
+        _init_weights(self, cfg.n_layers, cfg.init_std)
 
     def new_cache(self) -> KVCache:
         return KVCache.empty(len(self.decoder.blocks))

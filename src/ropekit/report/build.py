@@ -15,7 +15,7 @@ from typing import Any
 from ropekit.report.html import render_page
 from ropekit.report.runner import run_experiments
 
-__all__ = ["build_report", "machine_info"]
+__all__ = ["build_report", "machine_info", "summary_figure"]
 
 
 def _cpu_model() -> str:
@@ -41,6 +41,51 @@ def _git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def summary_figure(root: pathlib.Path, sections: Sequence[dict[str, Any]]) -> str | None:
+    """``figures/summary.png``: each encoding's score per task, normalised per task to 0 (worst, or chance when the
+    task states it) .. 1 (best), from the sections' ``scores``; raw values printed in the cells. None if no scores."""
+    import math
+
+    import numpy as np
+
+    from ropekit.experiments._common import matplotlib_agg
+
+    tasks = [t for s in sections if s.get("status") in ("ok", "cached") for t in s.get("scores") or []]
+    if not tasks:
+        return None
+    encodings = list(dict.fromkeys(k for t in tasks for k in t["values"]))
+    grid = np.full((len(encodings), len(tasks)), math.nan)  # [E, K] normalised
+    raw = np.full_like(grid, math.nan)
+    for j, t in enumerate(tasks):
+        vals = {k: float(v) for k, v in t["values"].items() if v is not None and math.isfinite(float(v))}
+        if not vals:
+            continue
+        sign = 1.0 if t.get("higher_is_better", True) else -1.0
+        best = max(sign * v for v in vals.values())
+        worst = min(sign * v for v in vals.values())
+        if t.get("chance") is not None and sign > 0:
+            worst = min(worst, float(t["chance"]))
+        for k, v in vals.items():
+            i = encodings.index(k)
+            raw[i, j] = v
+            grid[i, j] = (sign * v - worst) / (best - worst) if best > worst else 1.0
+    plt = matplotlib_agg()
+    fig, ax = plt.subplots(figsize=(1.9 * len(tasks) + 3, 0.42 * len(encodings) + 1.6))
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (i, j), v in np.ndenumerate(raw):
+        if math.isfinite(v):
+            ax.text(
+                j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="white" if grid[i, j] < 0.6 else "black"
+            )
+    ax.set_xticks(range(len(tasks)), [t["task"] for t in tasks], rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(len(encodings)), encodings, fontsize=8)
+    fig.colorbar(im, ax=ax, label="normalised score (1 = best on the task)")
+    (root / "figures").mkdir(parents=True, exist_ok=True)
+    fig.savefig(root / "figures" / "summary.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "figures/summary.png"
 
 
 def machine_info() -> dict[str, str]:
@@ -101,7 +146,7 @@ def build_report(
         "experiments": ", ".join(f"{s['name']}: {s.get('status')}" for s in sections),
         **machine_info(),
     }
-    page = render_page(root, sections, meta)
+    page = render_page(root, sections, meta, summary=summary_figure(root, sections))
     (root / "index.html").write_text(page, encoding="utf-8")
     (root / "report.json").write_text(
         json.dumps({"meta": meta, "sections": sections}, indent=2, default=str), encoding="utf-8"

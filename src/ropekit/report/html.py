@@ -91,7 +91,7 @@ def _png_aspect(path: pathlib.Path) -> float:
 def _verdict(sec: Mapping[str, Any]) -> str:
     """The verdict word(s) an agreement text starts with, for the contents list."""
     text = str(sec.get("agreement") or "")
-    for word in ("Partly agrees", "Agrees", "Disagrees", "Undecided"):
+    for word in ("Agrees", "Disagrees", "Mixed", "Inconclusive", "Not tested", "Partly agrees", "Undecided"):
         if text.startswith(word):
             return word
     return str(sec.get("status", "")) if sec.get("status") in ("failed", "missing") else ""
@@ -101,7 +101,7 @@ def _agreement_class(text: str) -> str:
     low = text.lower()
     if low.startswith("agrees"):
         return "agree"
-    if low.startswith("disagrees") or low.startswith("partly"):
+    if low.startswith(("disagrees", "partly", "mixed")):
         return "disagree"
     return "neutral"
 
@@ -157,8 +157,32 @@ def _section(root: pathlib.Path, sec: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
-def render_page(root: pathlib.Path, sections: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
-    """The full HTML page for ``sections`` (results of the runner) with run metadata ``meta``."""
+def _summary(summary: str | None, sections: Sequence[Mapping[str, Any]]) -> str:
+    """The top of the page: the normalised score figure beside the verdict table."""
+    rows = "".join(
+        f"<tr><td><a href='#{_e(s.get('name'))}'>{_e(s.get('name'))}</a></td><td>{_e(_verdict(s) or '')}</td>"
+        f"<td style='text-align:left;white-space:normal'>{_e(str(s.get('agreement') or s.get('error') or '').split('. ')[0])}</td></tr>"
+        for s in sections
+    )
+    fig = (
+        f"<figure><img src='{_e(summary)}' alt='normalised score per encoding and task'><figcaption>Each encoding's "
+        "score per task, normalised per task (1 = best; 0 = worst or chance); the raw value is in each cell.\n"
+        "From the sections below (accuracy, or loss where lower is better).</figcaption></figure>"
+        if summary
+        else ""
+    )
+    return (
+        "<section id='summary'><h2>Summary</h2><div class='figs'>"
+        f"{fig}<div><table><thead><tr><th>section</th><th>verdict</th><th>counts</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div></div></section>"
+    )
+
+
+def render_page(
+    root: pathlib.Path, sections: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], summary: str | None = None
+) -> str:
+    """The full HTML page for ``sections`` (results of the runner) with run metadata ``meta``; ``summary``: the
+    path of the summary figure (``figures/summary.png``), shown at the top beside the verdict table."""
     n_fig = sum(len(s.get("figures", []) or []) for s in sections)
     toc = "".join(
         f"<li><a href='#{_e(s.get('name'))}'>{_e(s.get('title', s.get('name')))}</a> "
@@ -181,6 +205,7 @@ def render_page(root: pathlib.Path, sections: Sequence[Mapping[str, Any]], meta:
         f"<p class='lead'>Preset <b>{_e(meta.get('preset', ''))}</b>, {len(sections)} experiments, {n_fig} figures. "
         "Every number below is also in <code>results/*.csv</code>. Findings are computed from the measurements; "
         "the published result is quoted beside each, with a computed verdict.</p>"
+        f"{_summary(summary, sections)}"
         f"<section><h2>Contents</h2><ul class='toc'>{toc}</ul></section>"
         f"{body}"
         f"<section id='machine'><h2>Machine, versions and run times</h2><table class='meta'>{meta_rows}</table>"

@@ -1,51 +1,102 @@
 """Run the registered experiments (in parallel worker processes, one thread each) with a result cache.
 
-Cache: ``DIR/cache/<name>.json`` holds the key and the section. The key hashes everything a result depends
-on: experiment name, preset, seed, the preset's config, the ropekit version, and the source of the
-experiment module plus the shared experiment helpers (``experiments/_*.py``) and the core modules they call
-(``scaling.py``, ``functional.py``, ``reference.py``, ``modules.py``, ``kernels/``, ``nd/``, ``data/``
-including the bundled data files). A hit also requires every
+The runner owns what every experiment shares: the preset lookup, one torch thread, seeding, timing, progress and
+writing the section (:func:`run_protocol`); an experiment's ``run`` holds its protocol only.
+
+Cache: ``DIR/cache/<name>.json`` holds the key and the section. The key hashes everything a result depends on:
+experiment name, preset, seed, the preset's config, the ropekit version, and every source file the experiment
+runs: the modules reachable from ``ropekit/experiments/<name>.py`` through ``import`` statements (anywhere in a
+file, so imports inside functions count; found with :mod:`ast`, see :func:`source_files`), and the data files
+(non-Python files) of every package reached, e.g. the bundled data of ``ropekit.data``. A hit also requires every
 file the section lists to exist. ``force=True`` ignores the cache.
 """
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures as cf
 import hashlib
-import importlib.util
 import json
 import multiprocessing
 import os
 import pathlib
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["ExperimentResult", "cache_key", "run_experiment", "run_experiments"]
+__all__ = ["ExperimentResult", "cache_key", "run_experiments", "run_protocol", "source_files"]
 
 _PACKAGE_ROOT = pathlib.Path(__file__).resolve().parents[1]  # src/ropekit
-_CORE_SOURCES = ("scaling.py", "functional.py", "reference.py", "modules.py", "kernels", "nd", "data")
 
 
 class ExperimentResult(dict):
     """Section dict plus ``status`` (``ok``/``cached``/``failed``/``missing``)."""
 
 
-def _source_files(name: str) -> list[pathlib.Path]:
-    files = [_PACKAGE_ROOT / "experiments" / f"{name}.py"]
-    files += sorted((_PACKAGE_ROOT / "experiments").glob("_*.py"))
-    for core in _CORE_SOURCES:
-        path = _PACKAGE_ROOT / core
-        if path.is_dir():
-            files += sorted(f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
-        else:
-            files.append(path)
-    return [f for f in files if f.exists()]
+def _module_file(module: str) -> pathlib.Path | None:
+    """The file of ``ropekit.x.y`` inside this package (``.py`` or package ``__init__.py``), or None."""
+    parts = module.split(".")
+    if parts[0] != "ropekit":
+        return None
+    base = _PACKAGE_ROOT.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(path: pathlib.Path, module: str) -> set[str]:
+    """Absolute names of every ``ropekit`` module ``path`` imports (top level or inside functions)."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, node.module] if node.module else anchor)
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import submodule`
+    names = set()
+    for name in found:
+        parts = name.split(".")
+        names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # parents run their __init__
+    return {n for n in names if n.startswith("ropekit")}
+
+
+def source_files(name: str) -> list[pathlib.Path]:
+    """Every package file ``ropekit.experiments.<name>`` can run: its import graph, plus package data files."""
+    seen: dict[str, pathlib.Path] = {}
+    todo = [f"ropekit.experiments.{name}"]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        path = _module_file(module)
+        if path is None:
+            continue
+        seen[module] = path
+        todo.extend(_imports(path, module) - seen.keys())
+    files = set(seen.values())
+    for module, path in seen.items():
+        if path.name != "__init__.py":
+            continue
+        for f in path.parent.rglob("*"):  # data files of a reached package (not those of its subpackages)
+            if f.is_file() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts:
+                owner = next(p for p in f.parents if (p / "__init__.py").exists())
+                if owner == path.parent:
+                    files.add(f)
+    return sorted(files)
 
 
 def cache_key(name: str, preset: str, seed: int, config: dict[str, Any], inputs: Sequence[pathlib.Path] = ()) -> str:
-    """sha256 over name, preset, seed, config, ropekit version, the relevant source files and ``inputs``.
+    """sha256 over name, preset, seed, config, ropekit version, :func:`source_files` and ``inputs``.
 
     ``inputs``: data files an experiment reads that are not part of the package (its optional
     ``cache_inputs()`` hook, e.g. the benchmark CSV of the speed section).
@@ -54,13 +105,38 @@ def cache_key(name: str, preset: str, seed: int, config: dict[str, Any], inputs:
 
     h = hashlib.sha256()
     h.update(json.dumps([name, preset, seed, config, __version__], sort_keys=True, default=str).encode())
-    for path in _source_files(name):
+    for path in source_files(name):
         h.update(str(path.relative_to(_PACKAGE_ROOT)).encode())
         h.update(path.read_bytes())
     for path in inputs:
         h.update(str(path).encode())
         h.update(pathlib.Path(path).read_bytes())
     return h.hexdigest()
+
+
+def run_protocol(
+    measure: Callable[..., dict[str, Any]], preset: str, out_dir: pathlib.Path, *, seed: int = 0
+) -> dict[str, Any]:
+    """Run one experiment's protocol ``measure(cfg, out, *, seed)`` with the shared boilerplate; return its section.
+
+    Looks the preset up in the module's ``PRESETS`` (``ValueError`` naming the valid ones), uses one torch thread,
+    seeds Python/NumPy/torch from ``seed``, times the call and writes ``sections/<NAME>.json`` via
+    :meth:`Outputs.section`.
+    """
+    import sys
+
+    import torch
+
+    from ropekit.experiments._common import Outputs, check_preset, seed_everything
+
+    module = sys.modules[measure.__module__]
+    cfg = check_preset(module.NAME, module.PRESETS, preset)
+    torch.set_num_threads(1)
+    seed_everything(seed)
+    start = time.perf_counter()
+    out = Outputs(out_dir, module.NAME)
+    body = measure(cfg, out, seed=seed)
+    return out.section(title=module.TITLE, config=cfg, seed=seed, runtime_s=time.perf_counter() - start, **body)
 
 
 def _cached(out_dir: pathlib.Path, name: str, key: str) -> dict[str, Any] | None:
@@ -83,9 +159,6 @@ def _cached(out_dir: pathlib.Path, name: str, key: str) -> dict[str, Any] | None
 def _worker(name: str, preset: str, out_dir: str, seed: int) -> dict[str, Any]:
     """Run one experiment in this (worker) process. Returns the section, or a failure record."""
     os.environ.setdefault("ROPEKIT_INNER_PROGRESS", "0")
-    import torch
-
-    torch.set_num_threads(1)
     from ropekit.experiments import load_experiment
     from ropekit.kernels.backend import current_backend, use_backend
 
@@ -107,13 +180,6 @@ def _worker(name: str, preset: str, out_dir: str, seed: int) -> dict[str, Any]:
             "traceback": traceback.format_exc(limit=6),
             "runtime_s": round(time.perf_counter() - start, 2),
         }
-
-
-def run_experiment(
-    name: str, preset: str, out_dir: pathlib.Path, *, seed: int = 0, force: bool = False, in_process: bool = True
-) -> ExperimentResult:
-    """Run (or reuse) one experiment in this process and update its cache entry."""
-    return run_experiments([name], preset, out_dir, seed=seed, force=force, workers=1 if in_process else 2)[0]
 
 
 def _missing(name: str, error: str) -> ExperimentResult:
@@ -207,11 +273,12 @@ def _runtimes_path(out_dir: pathlib.Path) -> pathlib.Path:
 
 # First-run scheduling guess (seconds, quick preset) until a runtime has been recorded.
 _DEFAULT_RUNTIME = {
-    "extrapolation": 180.0,
-    "classification": 150.0,
-    "passkey": 120.0,
+    "passkey": 200.0,
+    "order": 200.0,
+    "extrapolation": 150.0,
+    "classification": 100.0,
     "lengthgen": 100.0,
-    "vision": 90.0,
+    "vision": 80.0,
 }
 
 
@@ -230,8 +297,3 @@ def _record_runtime(out_dir: pathlib.Path, name: str, seconds: float) -> None:
         data = {}
     data[name] = seconds
     path.write_text(json.dumps(data, indent=1))
-
-
-def module_available(name: str) -> bool:
-    """True when ``ropekit.experiments.<name>`` can be found (without importing it)."""
-    return importlib.util.find_spec(f"ropekit.experiments.{name}") is not None

@@ -11,12 +11,15 @@ API::
 
 Run tokenizers (byte default; a BPE is saved as ``out_dir/tokenizer.json``): :mod:`ropekit.train.tokenization`.
 
+Step loop without checkpoints (the report's experiments): :func:`run_steps` over :func:`train_step`, the same
+step :func:`train` takes.
+
 CLI: ``ropekit train lm|classify|seq2seq``, ``ropekit eval``, ``ropekit generate`` (:mod:`ropekit.train.cli`).
 See ``docs/training.md``.
 """
 
 from ropekit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from ropekit.train.loop import TrainConfig, TrainResult, lr_at, train
+from ropekit.train.loop import TrainConfig, TrainResult, lr_at, make_optimizer, run_steps, train, train_step
 from ropekit.train.tasks import ClassifyTask, LMTask, ReverseTask, Task, shard, task_from_spec, unigram_entropy
 from ropekit.train.tokenization import TaskTokenizer, load_run_tokenizer, tokenizer_spec
 
@@ -32,10 +35,13 @@ __all__ = [
     "load_checkpoint",
     "load_run_tokenizer",
     "lr_at",
+    "make_optimizer",
+    "run_steps",
     "save_checkpoint",
     "shard",
     "task_from_spec",
     "tokenizer_spec",
     "train",
+    "train_step",
     "unigram_entropy",
 ]

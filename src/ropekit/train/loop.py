@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from ropekit.train.checkpoint import latest_checkpoint, load_checkpoint, optimiz
 from ropekit.train.tasks import Task, shard
 from ropekit.train.tokenization import write_run_tokenizer
 
-__all__ = ["TrainConfig", "TrainResult", "lr_at", "train"]
+__all__ = ["TrainConfig", "TrainResult", "lr_at", "make_optimizer", "run_steps", "train", "train_step"]
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def _evaluate(model: nn.Module, task: Task, rank: int, world: int) -> dict[str, 
     return {n: flat[2 * i] / max(flat[2 * i + 1], 1e-12) for i, n in enumerate(names)}
 
 
-def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; no weight decay on norms, biases and position-encoding scalars (``p.dim() < 2``)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
@@ -164,6 +165,76 @@ def _check_resume_tokenizer(state: dict[str, Any], record: dict[str, Any] | None
         f"run's tokenizer.json (sha256 {str(saved.get('sha256'))[:12]}...); build the task with the run's "
         f"tokenizer (load_run_tokenizer(out_dir); the CLI does this for --resume) or use a new out_dir"
     )
+
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+
+
+def step_seed(cfg: TrainConfig, step: int, rank: int = 0) -> int:
+    """The ``torch.manual_seed`` of optimizer step ``step`` (dropout, random positions): a function of
+    ``(seed, step, rank)`` only, so a resumed or repeated run draws the same."""
+    return (cfg.seed * 1_000_003 + step) * 31 + rank
+
+
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    batch: Any,
+    step: int,
+    cfg: TrainConfig,
+    *,
+    clip_params: nn.Module | None = None,
+) -> tuple[torch.Tensor, float]:
+    """One optimizer step ``step`` (1-based): set the learning rate (:func:`lr_at`), ``loss_fn(model, batch)``,
+    backward, clip the gradient norm of ``clip_params`` (default ``model``) at ``cfg.grad_clip``, AdamW step.
+
+    Returns ``(loss detached, lr)``. The one step of :func:`train`, :func:`run_steps` and the report."""
+    lr = lr_at(step, cfg)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    loss = loss_fn(model, batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_((clip_params or model).parameters(), cfg.grad_clip)
+    opt.step()
+    return loss.detach(), lr
+
+
+def run_steps(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch_fn: Callable[[int], Any],
+    cfg: TrainConfig,
+    *,
+    eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+    progress: bool = False,
+    desc: str | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model`` in this process for ``cfg.steps`` steps of :func:`train_step`, without checkpoints.
+
+    ``batch_fn(step)`` gives the batch of step ``step`` (1-based; make it a pure function of the step, like
+    :meth:`Task.batch`, and two models trained with the same ``batch_fn`` see the same batches). ``eval_fn(model)``
+    runs (in eval mode, no grad) every ``cfg.eval_every`` steps and at the last step. The model is left in eval mode.
+
+    Returns the history in :func:`train`'s format: ``{"step", "loss", "lr"}`` and ``{"step", "eval": {...}}``.
+    """
+    opt = make_optimizer(model, cfg)
+    history: list[dict[str, Any]] = []
+    bar = _progress(range(1, cfg.steps + 1), 0, cfg.steps, enabled=progress, desc=desc)
+    model.train()
+    for step in bar:
+        torch.manual_seed(step_seed(cfg, step))
+        loss, lr = train_step(model, opt, loss_fn, batch_fn(step), step, cfg)
+        history.append({"step": step, "loss": float(loss), "lr": lr})
+        if eval_fn is not None and cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
+            model.eval()
+            with torch.no_grad():
+                history.append({"step": step, "eval": dict(eval_fn(model))})
+            model.train()
+    model.eval()
+    return history
 
 
 def train(
@@ -205,7 +276,7 @@ def train(
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg)
-    opt = _make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     out = Path(out_dir) if out_dir is not None else None
     history: list[dict[str, Any]] = []
     start = 0
@@ -252,17 +323,9 @@ def train(
     model.train()
     final_eval: dict[str, float] = {}
     for step in bar:
-        lr = lr_at(step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        torch.manual_seed((cfg.seed * 1_000_003 + step) * 31 + rank)  # dropout / random positions
+        torch.manual_seed(step_seed(cfg, step, rank))  # dropout / random positions
         local = shard(task.batch(step, cfg.batch_size, cfg.seed), rank, world)
-        loss, _ = task.loss(net, local)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        loss, lr = train_step(net, opt, _task_loss(task), local, step, cfg, clip_params=model)
         loss_value = _all_reduce_sums([float(loss.detach())], world)[0] / world
         history.append({"step": step, "loss": loss_value, "lr": lr})
         if hasattr(bar, "set_postfix"):
@@ -292,9 +355,13 @@ def train(
     return TrainResult(model, history, final_eval, end, seconds)
 
 
-def _progress(steps: range, start: int, total: int, *, enabled: bool) -> Any:
+def _task_loss(task: Task) -> LossFn:
+    return lambda net, batch: task.loss(net, batch)[0]
+
+
+def _progress(steps: range, start: int, total: int, *, enabled: bool, desc: str | None = None) -> Any:
     if not enabled:
         return steps
     from tqdm.auto import tqdm
 
-    return tqdm(steps, initial=start, total=total, unit="step", dynamic_ncols=True)
+    return tqdm(steps, initial=start, total=total, unit="step", dynamic_ncols=True, desc=desc, leave=desc is None)
