@@ -101,7 +101,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     tr = torch.randperm(train.labels.numel(), generator=pick)[: cfg["max_train"] or train.labels.numel()]
     te = torch.randperm(test.labels.numel(), generator=pick)[: cfg["max_test"] or test.labels.numel()].sort().values
     train = train._replace(ids=train.ids[tr], lengths=train.lengths[tr], labels=train.labels[tr])
-    task = ClassifyTask(train, val, tok.vocab_size, n_classes=2, eval_split="validation", max_len=n)
+    task = ClassifyTask(train, val, vocab_size=tok.vocab_size, n_classes=2, eval_split="validation", max_len=n)
     test_t = (test.ids[te], test.lengths[te], test.labels[te])
     seeds = list(range(seed, seed + cfg["seeds"]))
     correct, hist = train_encoders(task, test_t, ENCODINGS, cfg, seeds, name=NAME, save_dir=out.root / "models")

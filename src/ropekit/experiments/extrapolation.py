@@ -153,7 +153,8 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
             losses[(label, stage, L, s)] = window_losses(m, val, L, cfg["eval_tokens"])
             short[(label, stage, L, s)] = window_losses(m, val, L, cfg["eval_tokens"], chunk=T)
 
-    base_task = LMTask(splits.train, val, T, tok.vocab_size, eval_windows=max(1, cfg["eval_tokens"] // T))
+    windows = max(1, cfg["eval_tokens"] // T)
+    base_task = LMTask(splits.train, val, context_len=T, vocab_size=tok.vocab_size, eval_windows=windows)
     unigram = base_task.baseline()
     rope_in_dist: list[float] = []
     for s in seeds:
@@ -197,8 +198,8 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
                 ft_task = LMTask(
                     splits.train,
                     val,
-                    target * T,
-                    tok.vocab_size,
+                    context_len=target * T,
+                    vocab_size=tok.vocab_size,
                     eval_windows=max(1, cfg["eval_tokens"] // (target * T)),
                 )
                 ft_batch = max(1, cfg["batch"] // target)  # same bytes per step as the base training
