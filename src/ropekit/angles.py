@@ -185,5 +185,6 @@ def exact_position_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> to
     p = positions.to(torch.int64).unsqueeze(-1)  # [..., 1]
     mask = (1 << _DIGIT_BITS) - 1
     digits = (p & mask, (p >> _DIGIT_BITS) & mask, p >> (2 * _DIGIT_BITS))  # each |d| < 2**21, exact in float64
-    total = sum(_wrap64(d.to(torch.float64) * c[i]) for i, d in enumerate(digits))  # [..., r], |total| <= 3 pi
+    parts = [_wrap64(d.to(torch.float64) * c[i]) for i, d in enumerate(digits)]
+    total = parts[0] + parts[1] + parts[2]  # [..., r], |total| <= 3 pi
     return wrap_angles(total)

@@ -353,7 +353,7 @@ def _frequencies(cfg: dict[str, Any], out: Outputs) -> Result:
         "Per-pair inverse frequency and wavelength for each scaling type (ropekit.rope_frequencies).",
     )
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for label, inv in table.items():
+    for label, inv in table.items():  # type: ignore[assignment]  # nn.Module attributes / optional values checked upstream
         axes[0].plot(2 * math.pi / inv, label=label, lw=1.2)
         axes[1].plot(inv / table["default"], label=label, lw=1.2)
     axes[0].axhline(L, color="grey", ls=":", lw=0.8)
@@ -503,7 +503,9 @@ def _receptive_field(cfg: dict[str, Any], out: Outputs, seed: int) -> Result:
 @protocol
 def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     """The six analyses, one function each; the verdict over their claims."""
-    findings, sanity, claims = [], [], []
+    findings: list[Any] = []
+    sanity: list[Any] = []
+    claims: list[Any] = []
     for part in (_decay, _base_bound, _critical, _frequencies, _locality):
         f, s, c = part(cfg, out)
         findings, sanity, claims = findings + f, sanity + s, claims + c

@@ -50,6 +50,7 @@ from ropekit.experiments._lm import (
     zero_shot_pe,
 )
 from ropekit.models import ModelConfig
+from ropekit.models.io import model_config
 from ropekit.train import LMTask, TrainConfig
 
 __all__ = ["NAME", "PRESETS", "TITLE", "run"]
@@ -113,7 +114,7 @@ def score_by_distance(model: torch.nn.Module, ids: torch.Tensor) -> list[np.ndar
     inputs: list[tuple[torch.Tensor, Any]] = []
     hooks = [
         b.attn.register_forward_pre_hook(lambda mod, args: inputs.append((args[0], args[2] if len(args) > 2 else 0)))
-        for b in model.decoder.blocks
+        for b in model.decoder.blocks  # type: ignore[union-attr]  # nn.Module attributes / optional values checked upstream
     ]
     try:
         model.eval()(ids)
@@ -126,8 +127,8 @@ def score_by_distance(model: torch.nn.Module, ids: torch.Tensor) -> list[np.ndar
     causal = rel >= 0
     counts = torch.bincount(rel[causal], minlength=L).double()  # [L]
     out = []
-    for block, (x, positions) in zip(model.decoder.blocks, inputs, strict=True):
-        mean = block.attn.logits(x, model.decoder.pe, positions).double().mean((0, 1))  # [L, L]
+    for block, (x, positions) in zip(model.decoder.blocks, inputs, strict=True):  # type: ignore[union-attr, arg-type]  # nn.Module attributes / optional values checked upstream
+        mean = block.attn.logits(x, model.decoder.pe, positions).double().mean((0, 1))  # type: ignore[union-attr]  # [L, L]
         out.append((torch.zeros(L, dtype=torch.float64).index_add_(0, rel[causal], mean[causal]) / counts).numpy())
     return out
 
@@ -215,7 +216,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
                 for method in FINETUNED:
                     pe = scaled_pe(method, float(target), T)
                     tuned, history = train_model(
-                        ModelConfig(**{**model.config.to_dict(), "pe": pe}),
+                        ModelConfig(**{**model_config(model).to_dict(), "pe": pe}),
                         ft_loss,
                         ft_batches,
                         ft_cfg,

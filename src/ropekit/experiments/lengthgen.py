@@ -269,7 +269,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         "Out-of-distribution token accuracy (n > train): "
         + ", ".join(
             f"{k} {r['over_seeds_ood']}"
-            for k, r in sorted(((r["encoding"], r) for r in summary), key=lambda t: -ood[t[0]])
+            for k, r in sorted(((r["encoding"], r) for r in summary), key=lambda t: -float(ood[t[0]]))  # type: ignore[arg-type]
         )
         + ".",
         "In-distribution token accuracy: " + ", ".join(f"{k} {ind[k]:.3f}" for k in encs) + ".",

@@ -42,6 +42,7 @@ from ropekit.experiments._common import (
 )
 from ropekit.experiments._lm import scaled_pe, swap_pe, train_model, zero_shot_pe
 from ropekit.models import ModelConfig
+from ropekit.models.io import model_config
 from ropekit.train import TrainConfig
 
 __all__ = ["NAME", "PRESETS", "SCALINGS", "TITLE", "run"]
@@ -190,7 +191,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         )
         batches = _batch_fn(train_fill, target * T, ft_batch, 20_000 + seed)
         for method in FINETUNED:
-            cfg_s = ModelConfig(**{**model.config.to_dict(), "pe": scaled_pe(method, float(target), T)})
+            cfg_s = ModelConfig(**{**model_config(model).to_dict(), "pe": scaled_pe(method, float(target), T)})
             tuned, h = train_model(
                 cfg_s, loss_fn, batches, ft_cfg, init=model, desc=f"{NAME}: fine-tune {method} {target}x"
             )

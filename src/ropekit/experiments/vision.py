@@ -237,7 +237,7 @@ def _relativity_defects(model: torch.nn.Module, shift: float, seed: int) -> list
 
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for block in model.blocks:
+    for block in model.blocks:  # type: ignore[union-attr]  # nn.Module attributes / optional values checked upstream
         if block.rotary is None:
             continue
         heads = block.heads

@@ -107,6 +107,7 @@ class TinyViT(nn.Module):
         norm = 2 * coords / max(self.grid0 - 1, 1) - 1  # [G] in grid_sample's [-1, 1]
         gy, gx = torch.meshgrid(norm, norm, indexing="ij")  # [G, G] each
         grid = torch.stack((gx, gy), dim=-1).unsqueeze(0)  # [1, G, G, 2], (x = column, y = row)
+        assert self.table is not None  # the interpolated learned table exists for this kind
         pe = F.grid_sample(self.table.unsqueeze(0), grid, mode="bilinear", padding_mode="border", align_corners=True)
         return pe[0].flatten(1).T  # [G*G, dim]
 

@@ -157,11 +157,15 @@ def _section(root: pathlib.Path, sec: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def _first_sentence(section: Mapping[str, Any]) -> str:
+    return str(section.get("agreement") or section.get("error") or "").split(". ")[0]
+
+
 def _summary(summary: str | None, sections: Sequence[Mapping[str, Any]]) -> str:
     """The top of the page: the normalised score figure beside the verdict table."""
     rows = "".join(
         f"<tr><td><a href='#{_e(s.get('name'))}'>{_e(s.get('name'))}</a></td><td>{_e(_verdict(s) or '')}</td>"
-        f"<td style='text-align:left;white-space:normal'>{_e(str(s.get('agreement') or s.get('error') or '').split('. ')[0])}</td></tr>"
+        f"<td style='text-align:left;white-space:normal'>{_e(_first_sentence(s))}</td></tr>"
         for s in sections
     )
     fig = (

@@ -63,7 +63,7 @@ def _imports(path: pathlib.Path, module: str) -> set[str]:
                 base = node.module or ""
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import submodule`
-    names = set()
+    names: set[str] = set()
     for name in found:
         parts = name.split(".")
         names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # parents run their __init__
@@ -84,7 +84,7 @@ def source_files(name: str) -> list[pathlib.Path]:
         seen[module] = path
         todo.extend(_imports(path, module) - seen.keys())
     files = set(seen.values())
-    for module, path in seen.items():
+    for path in seen.values():
         if path.name != "__init__.py":
             continue
         for f in path.parent.rglob("*"):  # data files of a reached package (not those of its subpackages)
