@@ -93,3 +93,16 @@ def test_task_counts_are_checked():
         ReverseTask(s, s, vocab_size=10, pad_id=0, bos_id=1, eos_id=2, max_span=4)
     with pytest.raises(TypeError):
         LMTask(s, s, 4, 10)  # keyword arguments only: no positional lists
+
+
+def test_non_finite_inv_freq_is_refused():
+    import pytest
+    import torch
+
+    from ropekit import rope_angles, rope_cos_sin
+
+    for bad in (float("nan"), float("inf")):
+        inv = torch.tensor([1.0, bad])
+        for fn in (rope_cos_sin, rope_angles):
+            with pytest.raises(ValueError, match="inv_freq must be finite"):
+                fn(inv, torch.arange(4))

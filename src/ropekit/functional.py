@@ -33,6 +33,10 @@ def _check_inv_freq(inv_freq: torch.Tensor) -> None:
     if not isinstance(inv_freq, torch.Tensor) or inv_freq.dim() != 1 or not inv_freq.is_floating_point():
         shape = tuple(inv_freq.shape) if isinstance(inv_freq, torch.Tensor) else type(inv_freq).__name__
         raise ValueError(f"inv_freq must be a 1-D float tensor [rotary_dim/2], got {shape}")
+    if inv_freq.device.type == "cpu" and not torch.compiler.is_compiling() and inv_freq.numel():
+        bad = int((~torch.isfinite(inv_freq.detach())).sum())  # CPU only: no device sync; NaN/inf: NaN tables
+        if bad:
+            raise ValueError(f"inv_freq must be finite, got {bad} NaN/inf entries; check the scaling parameters")
 
 
 def rope_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

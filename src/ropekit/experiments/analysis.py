@@ -5,7 +5,7 @@ lower bound of Men et al. 2024 (``sum_i cos(m theta_i) >= 0`` for every ``m <= L
 as the base above which every base passes (the passing set is not an interval); the critical dimension for a training
 length; per-pair frequency and wavelength of every scaling type on one config (via :func:`ropekit.rope_frequencies`);
 attention locality for large and small theta; and the Hilbert pair ``a'(r), b'(r)`` of the receptive-field
-variant (REFERENCE.md section 3).
+variant (docs/training.md).
 
 Legend: ``d`` rotary dimension, ``r = m - n`` relative distance, ``theta_i = base^(-2i/d)``, ``i = 0 .. d/2-1``.
 """
@@ -110,7 +110,7 @@ def receptive_field_pair(
 
     ``sum_j (q_{2j} + i q_{2j+1})(k_{2j} - i k_{2j+1}) e^{i r (1-alpha) theta_j}``.
 
-    Seed 004 / REFERENCE.md section 3; ``q, k: [d]`` in the interleaved layout, result ``[len(r)]`` each.
+    The receptive-field variant (docs/training.md); ``q, k: [d]`` in the interleaved layout, result ``[len(r)]`` each.
     """
     zq = q[0::2] + 1j * q[1::2]
     zk = k[0::2] - 1j * k[1::2]
@@ -386,7 +386,7 @@ def _frequencies(cfg: dict[str, Any], out: Outputs) -> Result:
 
 
 def _locality(cfg: dict[str, Any], out: Outputs) -> Result:
-    """5. Attention locality for large and small theta (seed 004, section 5.3)."""
+    """5. Attention locality for large and small theta (the receptive-field variant, docs/training.md)."""
     import matplotlib.colors as mcolors
 
     plt = matplotlib_agg()
@@ -430,7 +430,7 @@ def _locality(cfg: dict[str, Any], out: Outputs) -> Result:
     )
     claim = Claim(
         "larger theta concentrates attention near the diagonal",
-        "seed 004, section 5.3",
+        "the receptive-field variant (docs/training.md)",
         "qualitative",
         f"mass within 8 tokens {m_big:.2f} ({lab_big}) vs {m_small:.2f} ({lab_small})",
         "agrees" if m_big > m_small else "disagrees",
@@ -513,7 +513,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     findings, sanity, claims = findings + f, sanity + s, claims + c
     out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = (
-        "YaRN (Peng et al. 2023) interpolates low frequencies and keeps high ones; seed 004 section 5.3: larger "
+        "YaRN (Peng et al. 2023) interpolates low frequencies and keeps high ones; docs/training.md: larger "
         "theta gives more local attention; Men et al. 2024 (Base of RoPE Bounds Context Length): the base lower "
         "bound grows with context; Liu et al. 2023: critical dimension 92 for d=128, T=4096; RoFormer: decaying bound."
     )

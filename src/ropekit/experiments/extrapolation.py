@@ -348,7 +348,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         Claim(
             f"zero-shot NTK beats zero-shot PI at {L4 // T}x (A = NTK, B = PI)",
             "bloc97 2023; Peng et al. 2023",
-            "CPU pilot (REFERENCE) at 4x: NTK 1.91 vs PI 2.88 nats/char",
+            "an earlier CPU pilot of this project (unpublished) at 4x: NTK 1.91 vs PI 2.88 nats/char",
             t1,
             o1,
         )
