@@ -128,3 +128,44 @@ def test_a_run_written_before_markers_is_adopted_and_resumes(tmp_path, capsys):
     assert not (out / ".config.json.abc123.tmp").exists()
     capsys.readouterr()
     assert main(["eval", str(out), "--eval-windows", "2"]) == 0
+
+
+def test_python_api_claims_its_folder_like_the_command(tmp_path):
+    """`ropekit.train.train(out_dir=...)` follows the same folder rule as `ropekit train --out`."""
+    from _tiny import lm_task
+
+    from ropekit.fileio import OutputFolderError
+    from ropekit.models import CheckpointError, ModelConfig
+    from ropekit.train import TrainConfig
+    from ropekit.train import train as train_api
+
+    model = ModelConfig(d_model=16, n_heads=2, n_layers=1, pe="rope")
+    cfg = TrainConfig(steps=2, batch_size=2, warmup=0, eval_every=0)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for kwargs in ({}, {"overwrite": True}):
+        with pytest.raises(OutputFolderError, match="not written by `ropekit train`"):
+            train_api(model, lm_task(8), cfg, out_dir=mine, progress=False, **kwargs)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train_api(model, lm_task(8), cfg, out_dir=tmp_path / "absent", resume=True, progress=False)
+    assert not (tmp_path / "absent").exists()
+    run = tmp_path / "run"
+    train_api(model, lm_task(8), cfg, out_dir=run, progress=False)
+    assert read_marker(run)["command"] == "train" and (run / "model.safetensors").is_file()
+    (run / "mine.txt").write_text("a file of the user's, inside the run folder")
+    train_api(model, lm_task(8), cfg, out_dir=run, progress=False, overwrite=True)
+    assert (run / "mine.txt").read_text().startswith("a file of the user's")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("steps", 0), ("batch_size", 1.5), ("threads", 0), ("eval_every", -1), ("seed", True), ("lr", 0.0),
+     ("lr", float("nan")), ("weight_decay", -0.1), ("min_lr_ratio", 1.5), ("grad_clip", -1.0), ("warmup", 400)],
+)  # fmt: skip
+def test_train_config_refuses_bad_values(field, value):
+    from ropekit.train import TrainConfig
+
+    with pytest.raises(ValueError, match=f"TrainConfig.{field}|warmup="):
+        TrainConfig(**{field: value})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import math
 import os
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+
+from ropekit.fileio import atomic_write
 
 __all__ = [
     "CLAIMS_CAPTION",
@@ -366,13 +369,14 @@ class Outputs:
             raise ValueError(f"{self.name}: table {table!r} has no rows; an experiment must measure something")
         columns = list(rows[0].keys())
         rel = f"results/{self.name}_{table}.csv"
-        with open(self.root / rel, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            for row in rows:
-                if list(row.keys()) != columns:
-                    raise ValueError(f"{self.name}/{table}: row columns {list(row)} differ from {columns}")
-                writer.writerow({k: _fmt(v) for k, v in row.items()})
+        for row in rows:
+            if list(row.keys()) != columns:
+                raise ValueError(f"{self.name}/{table}: row columns {list(row)} differ from {columns}")
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
+        atomic_write(self.root / rel, text.getvalue().encode("utf-8"))
         self.tables.append({"path": rel, "caption": caption})
         return rel
 
@@ -381,7 +385,7 @@ class Outputs:
         import matplotlib.pyplot as plt
 
         rel = f"figures/{self.name}_{figure}.png"
-        fig.savefig(self.root / rel, dpi=110, bbox_inches="tight")
+        atomic_write(self.root / rel, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
         plt.close(fig)
         self.figures.append({"path": rel, "caption": caption})
         return rel
@@ -405,8 +409,7 @@ class Outputs:
             "notes": list(body.get("notes") or []),
             "scores": body.get("scores") or [],
         }
-        with open(self.root / "sections" / f"{self.name}.json", "w", encoding="utf-8") as fh:
-            json.dump(section, fh, indent=2, default=str)
+        atomic_write(self.root / "sections" / f"{self.name}.json", json.dumps(section, indent=2, default=str).encode())
         return section
 
 

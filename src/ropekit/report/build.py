@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ropekit.fileio import atomic_write
 from ropekit.report.html import render_page
 from ropekit.report.runner import run_experiments
 
@@ -147,8 +148,6 @@ def build_report(
         **machine_info(),
     }
     page = render_page(root, sections, meta, summary=summary_figure(root, sections))
-    (root / "index.html").write_text(page, encoding="utf-8")
-    (root / "report.json").write_text(
-        json.dumps({"meta": meta, "sections": sections}, indent=2, default=str), encoding="utf-8"
-    )
+    atomic_write(root / "report.json", json.dumps({"meta": meta, "sections": sections}, indent=2, default=str).encode())
+    atomic_write(root / "index.html", page.encode("utf-8"))  # last: the page appears only when complete
     return root / "index.html"

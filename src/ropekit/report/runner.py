@@ -25,6 +25,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ropekit.fileio import atomic_write
+
 __all__ = ["ExperimentResult", "cache_key", "run_experiments", "run_protocol", "source_files"]
 
 _PACKAGE_ROOT = pathlib.Path(__file__).resolve().parents[1]  # src/ropekit
@@ -230,7 +232,7 @@ def run_experiments(
         results[name] = ExperimentResult(section)
         if section.get("status") == "ok":
             entry = {"key": key, "section": {k: v for k, v in section.items() if k != "status"}}
-            (out_dir / "cache" / f"{name}.json").write_text(json.dumps(entry, default=str), encoding="utf-8")
+            atomic_write(out_dir / "cache" / f"{name}.json", json.dumps(entry, default=str).encode("utf-8"))
             log(f"[done]   {name} in {section.get('runtime_s', 0):.1f} s")
         else:
             log(f"[FAILED] {name}: {section.get('error')}")
@@ -296,4 +298,4 @@ def _record_runtime(out_dir: pathlib.Path, name: str, seconds: float) -> None:
     except (OSError, ValueError):
         data = {}
     data[name] = seconds
-    path.write_text(json.dumps(data, indent=1))
+    atomic_write(path, json.dumps(data, indent=1).encode("utf-8"))

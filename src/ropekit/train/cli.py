@@ -348,7 +348,7 @@ def _run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         stop_after=args.stop_after,
-        overwrite=args.overwrite,
+        overwrite=False,  # _claim_out already emptied an --overwrite folder (before the task was built)
     )
     import os
 

@@ -36,7 +36,13 @@ from torch import nn
 
 from ropekit.models.io import CheckpointError, atomic_save_tensors, atomic_write_bytes, load_state_checked
 from ropekit.models.transformer import ModelConfig, build_model
-from ropekit.train.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_tensors, save_checkpoint
+from ropekit.train.checkpoint import (
+    claim_run_folder,
+    latest_checkpoint,
+    load_checkpoint,
+    optimizer_from_tensors,
+    save_checkpoint,
+)
 from ropekit.train.tasks import Task, shard
 from ropekit.train.tokenization import write_run_tokenizer
 
@@ -61,10 +67,23 @@ class TrainConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
-        if not 0 <= self.warmup <= self.steps:
+        for name, low in (("steps", 1), ("batch_size", 1), ("threads", 1), ("warmup", 0), ("eval_every", 0),
+                          ("ckpt_every", 0), ("seed", 0)):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.warmup > self.steps:
             raise ValueError(f"warmup={self.warmup} must be between 0 and steps={self.steps}")
+        for name, ok, want in (
+            ("lr", lambda v: v > 0, "> 0"),
+            ("weight_decay", lambda v: v >= 0, ">= 0"),
+            ("min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+            ("grad_clip", lambda v: v >= 0, ">= 0 (0 = no clipping)"),
+        ):
+            value = getattr(self, name)
+            number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            if not number or not ok(value):
+                raise ValueError(f"TrainConfig.{name} must be a finite number {want}, got {value!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -282,9 +301,14 @@ def train(
     start = 0
     task_tok = getattr(task, "tokenizer", None)  # a TaskTokenizer for the bundled-data tasks, else None
     tok_record = task_tok.record() if task_tok is not None else None
+    if resume and out is None:
+        raise ValueError("resume=True needs out_dir (the folder of the run to continue)")
+    if out is not None and rank == 0:  # under torchrun, rank 0 owns the folder (it writes the checkpoints)
+        if resume and not out.is_dir():
+            raise CheckpointError(f"nothing to resume: {out} does not exist; run without resume first")
+        claim_run_folder(out, resume=resume, overwrite=overwrite)  # new, empty or this run's own folder
     if resume:
-        if out is None:
-            raise ValueError("resume=True needs out_dir (the folder of the run to continue)")
+        assert out is not None
         where = latest_checkpoint(out)
         if where is None:
             raise CheckpointError(f"nothing to resume in {out}: no latest.json; run without --resume first")
@@ -351,6 +375,9 @@ def train(
             json.dumps({"final_eval": final_eval, "steps": end, "seconds": seconds}, indent=2).encode(),
         )
     if created_group:
+        # Leave together: a rank that tears gloo down while its peer still writes the final files can abort
+        # ("terminate called without an active exception").
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return TrainResult(model, history, final_eval, end, seconds)
 
