@@ -10,6 +10,7 @@ The math lives in :mod:`ropekit.reference`; this module checks inputs and gives 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -155,13 +156,7 @@ def _check_rotary_inputs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, 
         )
     if r == 0:
         raise ValueError("cos/sin have 0 columns: nothing to rotate (rotary_dim must be >= 2)")
-    if _broadcasts_onto(cos.shape[:-1], x.shape[:-1]):
-        return  # the common case, in about 1 us (torch.broadcast_shapes costs 15 us a call)
-    try:
-        shape = torch.broadcast_shapes(x.shape[:-1], cos.shape[:-1])
-    except RuntimeError:
-        shape = None
-    if shape != x.shape[:-1]:
+    if not _broadcasts_onto(cos.shape[:-1], x.shape[:-1]):  # ~1 us; torch.broadcast_shapes costs 15 us a call
         raise ValueError(
             f"cos/sin of shape {tuple(cos.shape)} do not broadcast over {name} of shape {tuple(x.shape)}: "
             f"expected [..., T, {r}] with T = {x.shape[-2]} lining up with {name}'s second-to-last dim. "
@@ -194,7 +189,7 @@ def _check_table_positions(x: torch.Tensor, cos: torch.Tensor, positions: torch.
             )
 
 
-def _check_rotary_args(x, cos, sin, positions, name: str = "x") -> None:
+def _check_rotary_args(x: torch.Tensor, cos: Any, sin: Any, positions: Any, name: str = "x") -> None:
     if positions is None:
         _check_rotary_inputs(x, cos, sin, name)
         return
@@ -256,7 +251,16 @@ def _from_bhtd(x: torch.Tensor, layout: str) -> torch.Tensor:
     return x.squeeze(0).transpose(0, 1)  # squeeze, not [0]: select's backward would zero-fill and copy
 
 
-def _positions_for(x4, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, name):
+def _positions_for(
+    x4: torch.Tensor,
+    cos: Any,
+    sin: Any,
+    layout: str,
+    positions: torch.Tensor | None,
+    cu_seqlens: torch.Tensor | None,
+    seqlen_offsets: int | torch.Tensor | None,
+    name: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Resolve layout / varlen / offsets to ``(cos, sin, positions)`` for the ``[..., H, T, D]`` view ``x4``.
 
     Returns tables and per-token positions in the dispatch contract: ``positions`` None (cos/sin broadcast over
@@ -310,7 +314,7 @@ def _positions_for(x4, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, 
     return cos[off : off + T], sin[off : off + T], None
 
 
-def _check_slice(head_dim: int, cos, rotary_offset: int, name: str) -> None:
+def _check_slice(head_dim: int, cos: torch.Tensor, rotary_offset: int, name: str) -> None:
     if not isinstance(rotary_offset, int) or isinstance(rotary_offset, bool) or rotary_offset < 0:
         raise ValueError(f"rotary_offset must be a non-negative int, got {rotary_offset!r}")
     r2 = 2 * cos.shape[-1]
@@ -321,7 +325,17 @@ def _check_slice(head_dim: int, cos, rotary_offset: int, name: str) -> None:
         )
 
 
-def _prepare_call(x, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, rotary_offset, name):
+def _prepare_call(
+    x: Any,
+    cos: Any,
+    sin: Any,
+    layout: str,
+    positions: torch.Tensor | None,
+    cu_seqlens: torch.Tensor | None,
+    seqlen_offsets: int | torch.Tensor | None,
+    rotary_offset: int,
+    name: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not isinstance(x, torch.Tensor):
@@ -336,7 +350,9 @@ def _prepare_call(x, cos, sin, layout, positions, cu_seqlens, seqlen_offsets, ro
     return x4, cos, sin, pos
 
 
-def _check_call(x4, cos, sin, pos, rotary_offset: int, name: str) -> None:
+def _check_call(
+    x4: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor | None, rotary_offset: int, name: str
+) -> None:
     if rotary_offset:
         _check_slice(x4.shape[-1], cos, rotary_offset, name)
         # Validate widths on the rotated slice: the features outside it pass through.

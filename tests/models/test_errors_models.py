@@ -66,7 +66,7 @@ CASES = [
     ("prope p 2", pe({"kind": "prope", "p": 2}), "p=2"),
     ("prope p bool", pe({"kind": "prope", "p": True}), "p=True"),
     ("prope interleaved", pe({"kind": "prope", "interleaved": "no"}), "interleaved"),
-    ("option of another kind", pe({"kind": "alibi", "p": 0.5}), "bad options ['p'] for position encoding 'alibi'"),
+    ("option of another kind", pe({"kind": "alibi", "p": 0.5}), "unknown option(s) ['p'] for position encoding"),
     ("yarn alias bad factor", pe({"kind": "yarn", "rope_parameters": {"factor": 0.5}}), "'factor'"),
     ("alias misspelt", lambda: normalise_position_spec("yarm"), "did you mean 'yarn'"),
 ]

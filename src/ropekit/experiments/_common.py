@@ -100,7 +100,6 @@ def protocol(measure: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, 
 
         return run_protocol(measure, preset, pathlib.Path(out_dir), seed=seed)
 
-    run.measure = measure  # type: ignore[attr-defined]
     return run
 
 

@@ -325,7 +325,8 @@ def _frequencies(cfg: dict[str, Any], out: Outputs) -> Result:
             "original_max_position_embeddings": L,
         },
     }
-    rows, table = [], {}
+    rows: list[dict[str, Any]] = []
+    table: dict[str, np.ndarray] = {}
     for label, params in variants.items():
         params = {"rope_theta": 10000.0, **params}
         max_pos = int(L * s) if params["rope_type"] in ("longrope",) else L
@@ -353,9 +354,9 @@ def _frequencies(cfg: dict[str, Any], out: Outputs) -> Result:
         "Per-pair inverse frequency and wavelength for each scaling type (ropekit.rope_frequencies).",
     )
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for label, inv in table.items():  # type: ignore[assignment]  # nn.Module attributes / optional values checked upstream
-        axes[0].plot(2 * math.pi / inv, label=label, lw=1.2)
-        axes[1].plot(inv / table["default"], label=label, lw=1.2)
+    for label, inv_np in table.items():
+        axes[0].plot(2 * math.pi / inv_np, label=label, lw=1.2)
+        axes[1].plot(inv_np / table["default"], label=label, lw=1.2)
     axes[0].axhline(L, color="grey", ls=":", lw=0.8)
     axes[0].set(yscale="log", xlabel="pair i", ylabel="wavelength (tokens)", title="Wavelength per pair")
     axes[1].set(xlabel="pair i", ylabel="inv_freq / default", title=f"Ratio to default (factor {s:g})")

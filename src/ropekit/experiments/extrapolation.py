@@ -49,8 +49,9 @@ from ropekit.experiments._lm import (
     window_losses,
     zero_shot_pe,
 )
-from ropekit.models import ModelConfig
+from ropekit.models import DecoderLM, ModelConfig
 from ropekit.models.io import model_config
+from ropekit.models.transformer import Block
 from ropekit.train import LMTask, TrainConfig
 
 __all__ = ["NAME", "PRESETS", "TITLE", "run"]
@@ -111,10 +112,13 @@ FINETUNED = ("none", "PI", "NTK", "YaRN")
 def score_by_distance(model: torch.nn.Module, ids: torch.Tensor) -> list[np.ndarray]:
     """Mean pre-softmax attention score per relative distance ``r = i - j >= 0``, per layer: ``[L]`` each, averaged
     over rows, heads and query positions (:meth:`ropekit.models.Attention.logits` on each layer's real input)."""
+    if not isinstance(model, DecoderLM):
+        raise TypeError(f"score_by_distance reads a ropekit.models.DecoderLM's layers, got {type(model).__name__}")
+    blocks = [b for b in model.decoder.blocks if isinstance(b, Block)]  # nn.ModuleList items are typed nn.Module
     inputs: list[tuple[torch.Tensor, Any]] = []
     hooks = [
         b.attn.register_forward_pre_hook(lambda mod, args: inputs.append((args[0], args[2] if len(args) > 2 else 0)))
-        for b in model.decoder.blocks  # type: ignore[union-attr]  # nn.Module attributes / optional values checked upstream
+        for b in blocks
     ]
     try:
         model.eval()(ids)
@@ -127,8 +131,8 @@ def score_by_distance(model: torch.nn.Module, ids: torch.Tensor) -> list[np.ndar
     causal = rel >= 0
     counts = torch.bincount(rel[causal], minlength=L).double()  # [L]
     out = []
-    for block, (x, positions) in zip(model.decoder.blocks, inputs, strict=True):  # type: ignore[union-attr, arg-type]  # nn.Module attributes / optional values checked upstream
-        mean = block.attn.logits(x, model.decoder.pe, positions).double().mean((0, 1))  # type: ignore[union-attr]  # [L, L]
+    for block, (x, positions) in zip(blocks, inputs, strict=True):
+        mean = block.attn.logits(x, model.decoder.pe, positions).double().mean((0, 1))  # [L, L]
         out.append((torch.zeros(L, dtype=torch.float64).index_add_(0, rel[causal], mean[causal]) / counts).numpy())
     return out
 

@@ -216,11 +216,12 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     def items(label: str, ns: list[int]) -> np.ndarray:
         return np.concatenate([np.stack(tok_acc[(label, n)]) for n in ns], axis=1)  # [S, examples over ns]
 
+    ood = {label: float(items(label, ood_ns).mean()) if ood_ns else math.nan for label in encs}
     summary = [
         {
             "encoding": label,
             "in_distribution_token_acc": float(items(label, ind_ns).mean()),
-            "out_of_distribution_token_acc": float(items(label, ood_ns).mean()) if ood_ns else math.nan,
+            "out_of_distribution_token_acc": ood[label],
             "over_seeds_ood": mean_spread(items(label, ood_ns).mean(1).tolist()) if ood_ns else "n/a",
         }
         for label in encs
@@ -260,7 +261,6 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     )
 
     ind = {r["encoding"]: r["in_distribution_token_acc"] for r in summary}
-    ood = {r["encoding"]: r["out_of_distribution_token_acc"] for r in summary}
     head_dim = cfg["d_model"] // cfg["n_heads"]
     r_pairs = head_dim // 2
     keep = round(cfg["prope_p"] * r_pairs)
@@ -268,8 +268,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     findings = [
         "Out-of-distribution token accuracy (n > train): "
         + ", ".join(
-            f"{k} {r['over_seeds_ood']}"
-            for k, r in sorted(((r["encoding"], r) for r in summary), key=lambda t: -float(ood[t[0]]))  # type: ignore[arg-type]
+            f"{r['encoding']} {r['over_seeds_ood']}" for r in sorted(summary, key=lambda r: -ood[str(r["encoding"])])
         )
         + ".",
         "In-distribution token accuracy: " + ", ".join(f"{k} {ind[k]:.3f}" for k in encs) + ".",

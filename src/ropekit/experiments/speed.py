@@ -72,10 +72,13 @@ def _structured(rows: list[dict[str, str]], out: Outputs, cfg: dict[str, Any]) -
     for impl in impls:
         for dtype, pas in combos:
             vals = [
-                _num(r["ratio_to_floor"]) for r in run_rows if (r["impl"], r["dtype"], r["pass"]) == (impl, dtype, pas)
+                v
+                for r in run_rows
+                if (r["impl"], r["dtype"], r["pass"]) == (impl, dtype, pas)
+                and (v := _num(r["ratio_to_floor"])) is not None
             ]
             if vals:
-                ratio[(impl, dtype, pas)] = float(np.median(vals))  # type: ignore[arg-type]  # nn.Module attributes / optional values checked upstream
+                ratio[(impl, dtype, pas)] = float(np.median(vals))
                 summary.append(
                     {
                         "impl": impl,
@@ -168,7 +171,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     if path is not None:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-    if not rows:
+    if path is None or not rows:
         where = os.environ.get(_ENV) or _DEFAULT_CSV
         msg = (
             f"No benchmark results: {where} is absent or empty (looked up under the working directory), so no speed "
@@ -189,13 +192,13 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         [dict(r) for r in progress(rows, desc=NAME)],
         f"Benchmark rows as recorded (machine: {'; '.join(machines)}).",
     )
-    findings = [f"{len(rows)} benchmark rows from {path.name}, measured on: {'; '.join(machines)}."]  # type: ignore[union-attr]  # nn.Module attributes / optional values checked upstream
+    findings = [f"{len(rows)} benchmark rows from {path.name}, measured on: {'; '.join(machines)}."]
     agreement = "Not tested: the benchmark's columns do not include a ratio to the copy floor."
     if value_col:
         plt = matplotlib_agg()
         plotted = [r for r in rows if _num(r[value_col]) is not None][-cfg["max_rows_plotted"] :]
         labels = [" / ".join(r[c] for c in label_cols) or str(i) for i, r in enumerate(plotted)]
-        values = [_num(r[value_col]) for r in plotted]
+        values = [v for r in plotted if (v := _num(r[value_col])) is not None]
         fig, ax = plt.subplots(figsize=(9, max(2.5, 0.22 * len(plotted) + 1)))
         ax.barh(range(len(plotted)), values, color="#4c72b0")
         ax.set_yticks(range(len(plotted)), labels, fontsize=7)
@@ -211,7 +214,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         best = min(zip(values, labels, strict=True))
         findings.append(f"Smallest {value_col}: {best[0]:.3g} ({best[1]}).")
         if "ratio" in value_col.lower():
-            within = sum(v <= 1.5 for v in values)  # type: ignore[operator]  # nn.Module attributes / optional values checked upstream
+            within = sum(v <= 1.5 for v in values)
             agreement = (
                 f"{'Agrees' if within else 'Disagrees'}: {within} of {len(values)} rows are within 1.5x of "
                 "the floor, where the published peers' best reach 1.07-1.5x."

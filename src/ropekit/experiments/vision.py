@@ -234,10 +234,11 @@ def _train(
 def _relativity_defects(model: torch.nn.Module, shift: float, seed: int) -> list[float]:
     """Per rotary layer: ``max |S(p + s) - S(p)| / max |S(p)|`` of the attention logits for random q, k."""
     from ropekit.nd.functional import grid_positions
+    from ropekit.nd.vit import ViTBlock
 
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for block in model.blocks:  # type: ignore[union-attr]  # nn.Module attributes / optional values checked upstream
+    for block in (m for m in model.modules() if isinstance(m, ViTBlock)):  # a TinyViT's layers, in order
         if block.rotary is None:
             continue
         heads = block.heads

@@ -412,22 +412,27 @@ def normalise_position_spec(spec: str | Mapping[str, Any] | None) -> dict[str, A
     return out
 
 
+def _option_names(cls: type[PositionEncoding]) -> list[str]:
+    """The keyword options an encoding's constructor takes after ``dims`` (its signature is their one home)."""
+    import inspect
+
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # past self, dims
+    return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
 def build_position_encoding(spec: str | Mapping[str, Any] | None, dims: Dims) -> PositionEncoding:
     """Build the encoding named by ``spec`` (see the module docstring) for a model of size ``dims``."""
     options = normalise_position_spec(spec)
     kind = options.pop("kind")
     random_max = options.pop("random_max", None)
     cls = POSITION_ENCODINGS[kind]
-    try:
-        pe = cls(dims, **options)
-    except TypeError as e:
-        import inspect
-
-        valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "dims")]
+    valid = _option_names(cls)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
         raise ValueError(
-            f"bad options {sorted(options)} for position encoding {kind!r}: {e}; "
-            f"valid options: {[*valid, 'random_max']}"
-        ) from None
+            f"unknown option(s) {unknown} for position encoding {kind!r}; valid options: {[*valid, 'random_max']}"
+        )
+    pe = cls(dims, **options)
     if random_max is not None:
         if not isinstance(random_max, int) or isinstance(random_max, bool) or random_max < 1:
             raise ValueError(f"random_max must be a positive integer length, got {random_max!r}")

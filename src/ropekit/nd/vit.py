@@ -41,7 +41,7 @@ def _rotary_module(kind: str, head_dim: int, heads: int, generator: torch.Genera
     return LieREEmbedding(head_dim, 2, generator=generator)
 
 
-class _Block(nn.Module):
+class ViTBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: int, rotary: nn.Module | None) -> None:
         super().__init__()
         self.heads, self.rotary = heads, rotary
@@ -95,7 +95,7 @@ class TinyViT(nn.Module):
             nn.Parameter(0.02 * torch.randn(dim, self.grid0, self.grid0, generator=gen)) if pe == "absolute" else None
         )
         self.blocks = nn.ModuleList(
-            _Block(dim, heads, mlp_ratio, _rotary_module(pe, dim // heads, heads, gen) if pe in _ROTARY else None)
+            ViTBlock(dim, heads, mlp_ratio, _rotary_module(pe, dim // heads, heads, gen) if pe in _ROTARY else None)
             for _ in range(depth)
         )
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, n_classes)
