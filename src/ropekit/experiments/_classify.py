@@ -19,7 +19,15 @@ from ropekit.experiments._common import Outputs, history_rows, matplotlib_agg, m
 from ropekit.models import BagOfTokensClassifier, ModelConfig
 from ropekit.train import TrainConfig, run_steps, train
 
-__all__ = ["bag_of_tokens", "majority_class", "predict", "score_figure", "train_encoders"]
+__all__ = [
+    "accuracy_rows",
+    "bag_of_tokens",
+    "majority_class",
+    "predict",
+    "score_figure",
+    "summary_rows",
+    "train_encoders",
+]
 
 
 @torch.no_grad()
@@ -135,3 +143,37 @@ def summary_rows(correct: dict[str, np.ndarray], baselines: dict[str, np.ndarray
             }
         )
     return rows
+
+
+def accuracy_rows(
+    correct: dict[str, np.ndarray],
+    baselines: dict[str, np.ndarray],
+    seeds: list[int],
+    bucket: np.ndarray,
+    names: list[str],
+    *,
+    bucket_column: str,
+    **extra: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The per-seed score rows and the per-length-bucket rows of a classification section.
+
+    ``bucket: [N]`` the length bucket of each test item (an index into ``names``); ``extra``: constant columns of
+    the score rows (e.g. the preset's steps).
+    """
+    scores = [
+        {"model": label, "seed": s, "accuracy": float(c[i].mean()), "n_test": int(c.shape[1]), **extra}
+        for label, c in correct.items()
+        for i, s in enumerate(seeds)
+    ]
+    by_length = [
+        {
+            "model": label,
+            bucket_column: names[b],
+            "bucket_index": b,
+            "n": int((bucket == b).sum()),
+            "accuracy": float(c[..., bucket == b].mean()),
+        }
+        for label, c in {**correct, **baselines}.items()
+        for b in range(len(names))
+    ]
+    return scores, by_length

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ropekit.experiments._classify import (
+    accuracy_rows,
     bag_of_tokens,
     majority_class,
     score_figure,
@@ -121,29 +122,9 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         f"{int(edges[1]) + 1}-{int(edges[2])}",
         f"> {int(edges[2])}",
     ]
-    rows = [
-        {
-            "model": label,
-            "seed": s,
-            "accuracy": float(c[i].mean()),
-            "n_test": int(c.shape[1]),
-            "max_len": n,
-            "steps": cfg["steps"],
-        }
-        for label, c in correct.items()
-        for i, s in enumerate(seeds)
-    ]
-    len_rows = [
-        {
-            "model": label,
-            "length_bucket": names[b],
-            "bucket_index": b,
-            "n": int((bucket == b).sum()),
-            "accuracy": float(c[..., bucket == b].mean()),
-        }
-        for label, c in {**correct, **baselines}.items()
-        for b in range(4)
-    ]
+    rows, len_rows = accuracy_rows(
+        correct, baselines, seeds, bucket, names, bucket_column="length_bucket", max_len=n, steps=cfg["steps"]
+    )
     out.write_csv("scores", rows, "Test accuracy per encoding and seed.")
     summary = summary_rows(correct, baselines)
     out.write_csv(

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ropekit.experiments._classify import bag_of_tokens, majority_class, score_figure, summary_rows, train_encoders
+from ropekit.experiments._classify import (
+    accuracy_rows,
+    bag_of_tokens,
+    majority_class,
+    score_figure,
+    summary_rows,
+    train_encoders,
+)
 from ropekit.experiments._common import (
     CLAIMS_CAPTION,
     Claim,
@@ -129,33 +136,25 @@ class OrderTask:
         self, train: torch.Tensor, validation: torch.Tensor, cfg: dict[str, Any], vocab_size: int, bos: int, pad: int
     ) -> None:
         self.train, self.cfg, self.vocab_size, self.bos, self.pad = train, cfg, vocab_size, bos, pad
-        self.eval = make_examples(
-            validation,
-            cfg["n_test"],
-            cfg["min_len"],
-            cfg["max_len"],
-            bos,
-            pad,
-            torch.Generator().manual_seed(4321),
-            cfg.get("corruption", "swap_halves"),
-        )
+        self.eval = self.examples(validation, cfg["n_test"], torch.Generator().manual_seed(4321))
         self.max_len = cfg["max_len"] + 1
+
+    def examples(
+        self, stream: torch.Tensor, n: int, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` examples from ``stream`` with this task's lengths and corruption: the one recipe for the training
+        batches, the validation set, the test set and the baselines' training set."""
+        cfg = self.cfg
+        return make_examples(
+            stream, n, cfg["min_len"], cfg["max_len"], self.bos, self.pad, g, cfg.get("corruption", "swap_halves")
+        )
 
     def model_overrides(self) -> dict[str, Any]:
         return {"task": "classify", "vocab_size": self.vocab_size, "n_classes": 2}
 
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 7919 + 17)
-        return make_examples(
-            self.train,
-            batch_size,
-            self.cfg["min_len"],
-            self.cfg["max_len"],
-            self.bos,
-            self.pad,
-            g,
-            self.cfg.get("corruption", "swap_halves"),
-        )
+        return self.examples(self.train, batch_size, g)
 
     def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
         ids, lengths, labels = batch
@@ -185,27 +184,11 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     train_stream = splits.train[splits.train != tok.eos_id]
     val_stream = splits.validation[splits.validation != tok.eos_id]
     task = OrderTask(train_stream, val_stream, cfg, tok.vocab_size, tok.bos_id, tok.pad_id)
-    test = make_examples(
-        val_stream,
-        cfg["n_test"],
-        cfg["min_len"],
-        cfg["max_len"],
-        tok.bos_id,
-        tok.pad_id,
-        torch.Generator().manual_seed(8765),
-    )
+    test = task.examples(val_stream, cfg["n_test"], torch.Generator().manual_seed(8765))
     seeds = list(range(seed, seed + cfg["seeds"]))
     model_cfg = {**cfg, "max_len": cfg["max_len"] + 1}
     correct, hist = train_encoders(task, test, ENCODINGS, model_cfg, seeds, name=NAME)
-    bag_train = make_examples(
-        train_stream,
-        4 * cfg["n_test"],
-        cfg["min_len"],
-        cfg["max_len"],
-        tok.bos_id,
-        tok.pad_id,
-        torch.Generator().manual_seed(99),
-    )
+    bag_train = task.examples(train_stream, 4 * cfg["n_test"], torch.Generator().manual_seed(99))
     baselines = {
         "bag of tokens": bag_of_tokens(bag_train, test, tok.vocab_size),
         "majority class": majority_class(bag_train[2], test[2]),
@@ -215,22 +198,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     edges = np.unique(np.quantile(lengths, [0.0, 0.25, 0.5, 0.75, 1.0]).round().astype(int))
     bucket = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, len(edges) - 2)
     names = [f"{edges[b]}-{edges[b + 1]}" for b in range(len(edges) - 1)]
-    rows = [
-        {"model": k, "seed": s, "accuracy": float(c[i].mean()), "n_test": int(c.shape[1])}
-        for k, c in correct.items()
-        for i, s in enumerate(seeds)
-    ]
-    len_rows = [
-        {
-            "model": k,
-            "length_bytes": names[b],
-            "bucket_index": b,
-            "n": int((bucket == b).sum()),
-            "accuracy": float(c[..., bucket == b].mean()),
-        }
-        for k, c in {**correct, **baselines}.items()
-        for b in range(len(names))
-    ]
+    rows, len_rows = accuracy_rows(correct, baselines, seeds, bucket, names, bucket_column="length_bytes")
     summary = summary_rows(correct, baselines)
     out.write_csv("scores", rows, "Test accuracy per encoding and seed (fixed validation-split windows).")
     out.write_csv("summary", summary, f"Mean and spread over {len(seeds)} seed(s), with the order-blind baselines.")
