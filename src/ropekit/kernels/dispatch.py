@@ -56,7 +56,12 @@ def _table_4d(cos: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
-def _prepare(q, k, cos, sin, positions):
+_Prepared = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+
+def _prepare(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor | None
+) -> _Prepared | None:
     """Views and compute-dtype tables for the fused op, or None when the pure-torch form must run.
 
     Kept cheap (a few microseconds): 4-D inputs and cos/sin of at most 4 dims pass through as they are; the
@@ -68,6 +73,8 @@ def _prepare(q, k, cos, sin, positions):
         return None
     if positions is not None and positions.dim() == 2 and q.dim() > 4 and positions.shape[0] > 1:
         return None  # [B, T] positions would need repeating over the merged leading dims
+    q4: torch.Tensor | None
+    k4: torch.Tensor | None
     if positions is not None and positions.dim() == 2 and q.dim() == 3:
         q4, k4 = q.unsqueeze(1), k.unsqueeze(1)  # [B, 1, T, D]: positions' B is x's first dim
     else:
@@ -86,9 +93,10 @@ def _prepare(q, k, cos, sin, positions):
             cos, sin = cos.contiguous(), sin.contiguous()  # rows of any stride are read as they are
         return q4, k4, cos, sin, positions
     if cos.dim() > 4 or q.dim() > 4:
-        cos, sin = _table_4d(cos, q), _table_4d(sin, q)
-        if cos is None or sin is None:
+        cos4, sin4 = _table_4d(cos, q), _table_4d(sin, q)
+        if cos4 is None or sin4 is None:
             return None
+        cos, sin = cos4, sin4
     if cos.stride(-1) != 1 or cos.stride() != sin.stride():
         cos, sin = cos.contiguous(), sin.contiguous()
     return q4, k4, cos, sin, None
@@ -123,7 +131,17 @@ def check_inplace(q: torch.Tensor, k: torch.Tensor | None) -> None:
         )
 
 
-def _rotate(q, k, cos, sin, positions, interleaved: bool, inplace: bool, offset: int = 0, conj: bool = False):
+def _rotate(
+    q: torch.Tensor,
+    k: torch.Tensor | None,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor | None,
+    interleaved: bool,
+    inplace: bool,
+    offset: int = 0,
+    conj: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Shared body: ``k`` may be None (single tensor)."""
     compiling = torch.compiler.is_compiling()
     if inplace and not compiling:
@@ -134,7 +152,7 @@ def _rotate(q, k, cos, sin, positions, interleaved: bool, inplace: bool, offset:
     if prepared is None:
         outs = [ops.rotate_torch(t, cos, sin, positions, interleaved, conj, offset) for t in (q, k) if t is not None]
         if inplace:
-            outs = [t.copy_(o) for t, o in zip((q, k), outs, strict=False)]  # copy_ bumps the version counter
+            outs = [t.copy_(o) for t, o in zip((q, k_like), outs, strict=False)]  # copy_ bumps the version counter
         return outs[0], (outs[1] if k is not None else None)
     q4, k4, c, s, pos = prepared
     if k is None:
@@ -152,7 +170,7 @@ def _rotate(q, k, cos, sin, positions, interleaved: bool, inplace: bool, offset:
                 if t is None:
                     continue
                 if t.requires_grad:
-                    ops.RotaryInplace.apply(t4, c, s, pos, interleaved, conj, offset, name)
+                    ops.rotary_inplace_eager(t4, c, s, pos, interleaved, conj, offset, name)
                 else:
                     ops.run(name, t4, ops.no_rows(t4), t4, ops.no_rows(t4), c, s, pos, interleaved, conj, offset)
                     torch.autograd.graph.increment_version(t)
@@ -165,7 +183,7 @@ def _rotate(q, k, cos, sin, positions, interleaved: bool, inplace: bool, offset:
         q_out, k_out = torch.empty_like(q4), torch.empty_like(k4)
         ops.run(name, q4, k4, q_out, k_out, c, s, pos, interleaved, conj, offset)
     elif not compiling:
-        q_out, k_out = ops.RotaryQK.apply(q4, k4, c, s, pos, interleaved, conj, offset, name)
+        q_out, k_out = ops.rotary_qk_eager(q4, k4, c, s, pos, interleaved, conj, offset, name)
     else:
         q_out, k_out = ops.rotary_qk(q4, k4, c, s, pos, interleaved, conj, offset, name)
     # Back to the callers' shapes; 4-D inputs were used as they are (a view would cost 4 us and an autograd node).
@@ -186,7 +204,9 @@ def apply_rotary_qk(
     conj: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate q and k in one pass; with ``inplace`` the results are written back into q and k."""
-    return _rotate(q, k, cos, sin, positions, interleaved, inplace, offset, conj)
+    q_out, k_out = _rotate(q, k, cos, sin, positions, interleaved, inplace, offset, conj)
+    assert k_out is not None  # k was given
+    return q_out, k_out
 
 
 def apply_rotary(

@@ -23,11 +23,21 @@ value, passed as a string) at run time.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ropekit.kernels import cpu
 
-__all__ = ["RotaryInplace", "RotaryQK", "rotary_qk", "rotate_torch", "run"]
+__all__ = [
+    "RotaryInplace",
+    "RotaryQK",
+    "rotary_inplace_eager",
+    "rotary_qk",
+    "rotary_qk_eager",
+    "rotate_torch",
+    "run",
+]
 
 
 def _gather(cos: torch.Tensor, positions: torch.Tensor | None, x_dim: int) -> torch.Tensor:
@@ -41,7 +51,13 @@ def _gather(cos: torch.Tensor, positions: torch.Tensor | None, x_dim: int) -> to
 
 
 def rotate_torch(
-    x: torch.Tensor, cos, sin, positions, interleaved: bool, conj: bool = False, offset: int = 0
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor | None,
+    interleaved: bool,
+    conj: bool = False,
+    offset: int = 0,
 ) -> torch.Tensor:
     """The one pure-torch form of the fused op (reference math, plain autograd): a new tensor like ``x``.
 
@@ -61,7 +77,19 @@ def rotate_torch(
     return torch.cat((x[..., :offset], mid, x[..., offset + r2 :]), dim=-1)
 
 
-def run(backend: str, q, k, q_out, k_out, cos, sin, positions, interleaved: bool, conj: bool, offset: int = 0) -> None:
+def run(
+    backend: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_out: torch.Tensor,
+    k_out: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor | None,
+    interleaved: bool,
+    conj: bool,
+    offset: int = 0,
+) -> None:
     """Rotate q into q_out and k into k_out (outputs may be the inputs) with the named backend."""
     r2 = 2 * cos.shape[-1]
     if offset:  # rotate the slice [offset, offset + 2r); the features around it are copied (out of place)
@@ -106,17 +134,27 @@ def rotary_qk(
 
 
 @rotary_qk.register_fake
-def _(q, k, cos, sin, positions, interleaved, conj, offset, backend):
+def _(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor | None,
+    interleaved: bool,
+    conj: bool,
+    offset: int,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.empty_like(q), torch.empty_like(k)
 
 
-def _setup_context(ctx, inputs, output) -> None:
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     _, _, cos, sin, positions, interleaved, conj, offset, backend = inputs
     ctx.save_for_backward(cos, sin, positions)  # tables only: the rotation's backward needs no activation
     ctx.flags = (interleaved, conj, offset, backend)
 
 
-def _backward(ctx, grad_q, grad_k):
+def _backward(ctx: Any, grad_q: torch.Tensor, grad_k: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     cos, sin, positions = ctx.saved_tensors
     interleaved, conj, offset, backend = ctx.flags
     gq, gk = rotary_qk(_rows(grad_q), _rows(grad_k), cos, sin, positions, interleaved, not conj, offset, backend)
@@ -130,7 +168,18 @@ class RotaryQK(torch.autograd.Function):
     """Eager autograd for the fused rotation (same contract as ``ropekit::rotary_qk``)."""
 
     @staticmethod
-    def forward(ctx, q, k, cos, sin, positions, interleaved: bool, conj: bool, offset: int, backend: str):
+    def forward(
+        ctx: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor | None,
+        interleaved: bool,
+        conj: bool,
+        offset: int,
+        backend: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         q_out, k_out = torch.empty_like(q), torch.empty_like(k)
         run(backend, q, k, q_out, k_out, cos, sin, positions, interleaved, conj, offset)
         ctx.save_for_backward(cos, sin, positions)  # tables only
@@ -138,12 +187,12 @@ class RotaryQK(torch.autograd.Function):
         return q_out, k_out
 
     @staticmethod
-    def backward(ctx, grad_q, grad_k):
+    def backward(ctx: Any, grad_q: torch.Tensor, grad_k: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         cos, sin, positions = ctx.saved_tensors
         interleaved, conj, offset, backend = ctx.flags
         grad_q, grad_k = _rows(grad_q), _rows(grad_k)
         if torch.is_grad_enabled():  # create_graph=True: the backward must itself be differentiable
-            gq, gk = RotaryQK.apply(grad_q, grad_k, cos, sin, positions, interleaved, not conj, offset, backend)
+            gq, gk = rotary_qk_eager(grad_q, grad_k, cos, sin, positions, interleaved, not conj, offset, backend)
         else:  # the usual backward: the same body called directly, no second Function node
             gq, gk = torch.empty_like(grad_q), torch.empty_like(grad_k)
             run(backend, grad_q, grad_k, gq, gk, cos, sin, positions, interleaved, not conj, offset)
@@ -161,7 +210,17 @@ class RotaryInplace(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, cos, sin, positions, interleaved: bool, conj: bool, offset: int, backend: str):
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor | None,
+        interleaved: bool,
+        conj: bool,
+        offset: int,
+        backend: str,
+    ) -> torch.Tensor:
         run(backend, x, no_rows(x), x, no_rows(x), cos, sin, positions, interleaved, conj, offset)
         ctx.mark_dirty(x)
         ctx.save_for_backward(cos, sin, positions)
@@ -169,11 +228,11 @@ class RotaryInplace(torch.autograd.Function):
         return x
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         cos, sin, positions = ctx.saved_tensors
         interleaved, conj, offset, backend = ctx.flags
         if torch.is_grad_enabled():  # create_graph=True: differentiable, out of place
-            g, _ = RotaryQK.apply(_rows(grad), no_rows(grad), cos, sin, positions, interleaved, not conj,
+            g, _ = rotary_qk_eager(_rows(grad), no_rows(grad), cos, sin, positions, interleaved, not conj,
                                   offset, backend)  # fmt: skip
             return g, None, None, None, None, None, None, None
         # Out of place on purpose: autograd may hand the same gradient buffer to another consumer (``q + x`` gives
@@ -182,6 +241,41 @@ class RotaryInplace(torch.autograd.Function):
         g = torch.empty_like(grad)
         run(backend, grad, no_rows(grad), g, no_rows(g), cos, sin, positions, interleaved, not conj, offset)
         return g, None, None, None, None, None, None, None
+
+
+def rotary_qk_eager(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor | None,
+    interleaved: bool,
+    conj: bool,
+    offset: int,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`RotaryQK` applied (eager autograd, out of place): ``(q_out, k_out)``."""
+    out: tuple[torch.Tensor, torch.Tensor] = RotaryQK.apply(  # type: ignore[no-untyped-call]  # torch: untyped
+        q, k, cos, sin, positions, interleaved, conj, offset, backend
+    )
+    return out
+
+
+def rotary_inplace_eager(
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor | None,
+    interleaved: bool,
+    conj: bool,
+    offset: int,
+    backend: str,
+) -> torch.Tensor:
+    """:class:`RotaryInplace` applied (eager autograd): ``x``, rotated in place and marked dirty."""
+    out: torch.Tensor = RotaryInplace.apply(  # type: ignore[no-untyped-call]  # torch: Function.apply is untyped
+        x, cos, sin, positions, interleaved, conj, offset, backend
+    )
+    return out
 
 
 def _rows(g: torch.Tensor) -> torch.Tensor:

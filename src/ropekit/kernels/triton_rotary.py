@@ -130,7 +130,17 @@ def _broadcast_strides(t: torch.Tensor) -> tuple[int, int, int]:
     return stride(3), stride(2), stride(1)
 
 
-def rotary_qk(q, k, q_out, k_out, cos, sin, positions, interleaved: bool, conj: bool) -> None:
+def rotary_qk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_out: torch.Tensor,
+    k_out: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor | None,
+    interleaved: bool,
+    conj: bool,
+) -> None:
     """Launch the kernel: q -> q_out, k -> k_out (outputs may be the inputs)."""
     if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError(
