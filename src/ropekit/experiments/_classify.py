@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ropekit.experiments._common import Outputs, history_rows, matplotlib_agg, mean_spread, style
+from ropekit.experiments._common import Outputs, history_rows, matplotlib_agg, mean_spread, run_device, style
 from ropekit.models import BagOfTokensClassifier, ModelConfig
 from ropekit.train import TrainConfig, run_steps, train
+from ropekit.train.device import model_device, to_device
 
 __all__ = [
     "accuracy_rows",
@@ -35,10 +36,11 @@ def predict(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tensor) ->
     """Predicted classes ``[N]`` of an :class:`~ropekit.models.EncoderClassifier`."""
     model.eval()
     out = []
+    ids, lengths = to_device((ids, lengths), model_device(model))
     for i in range(0, ids.shape[0], 64):
         ln = lengths[i : i + 64]
         out.append(model(ids[i : i + 64, : int(ln.max())], ln).argmax(-1))
-    return torch.cat(out)
+    return torch.cat(out).cpu()
 
 
 def train_encoders(
@@ -79,7 +81,16 @@ def train_encoders(
                 if save_dir is not None and s == seeds[0] and label == next(iter(encodings))
                 else None
             )
-            result = train(model_cfg, task, train_cfg, out_dir=out_dir, progress=False, log_evals=False, overwrite=True)
+            result = train(
+                model_cfg,
+                task,
+                train_cfg,
+                out_dir=out_dir,
+                progress=False,
+                log_evals=False,
+                overwrite=True,
+                device=run_device(),
+            )
             hist += history_rows(label, result.history, seed=s)
             correct[label].append((predict(result.model, ids, lengths) == labels).numpy().astype(np.float64))
     return {k: np.stack(v) for k, v in correct.items()}, hist

@@ -27,7 +27,9 @@ import math
 import os
 import pathlib
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -51,6 +53,8 @@ __all__ = [
     "plot_histories",
     "progress",
     "protocol",
+    "run_device",
+    "running_on",
     "seed_everything",
     "style",
 ]
@@ -92,15 +96,39 @@ def seed_everything(seed: int) -> None:
 
 
 def protocol(measure: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-    """Decorator: ``measure(cfg, out, *, seed) -> dict`` becomes ``run(preset, out_dir, *, seed=0) -> section``."""
+    """Decorator: ``measure(cfg, out, *, seed) -> dict`` becomes ``run(preset, out_dir, *, seed=0, device="cpu")
+    -> section``."""
 
     @functools.wraps(measure)
-    def run(preset: str, out_dir: pathlib.Path | str, *, seed: int = 0) -> dict[str, Any]:
+    def run(preset: str, out_dir: pathlib.Path | str, *, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
         from ropekit.report.runner import run_protocol
 
-        return run_protocol(measure, preset, pathlib.Path(out_dir), seed=seed)
+        return run_protocol(measure, preset, pathlib.Path(out_dir), seed=seed, device=device)
 
     return run
+
+
+_DEVICE: ContextVar[str] = ContextVar("ropekit_experiment_device", default="cpu")
+
+
+@contextmanager
+def running_on(device: str) -> Iterator[None]:
+    """Within the block, :func:`run_device` is ``device`` (checked: a CUDA device needs CUDA). The runner's."""
+    from ropekit.train.device import resolve_device
+
+    token = _DEVICE.set(str(resolve_device(device)))
+    try:
+        yield
+    finally:
+        _DEVICE.reset(token)
+
+
+def run_device() -> Any:
+    """The ``torch.device`` the experiments train on (``--device``; the CPU by default). Data is built on the
+    CPU and follows the model (:mod:`ropekit.train.device`); results come back with ``.cpu()``."""
+    import torch
+
+    return torch.device(_DEVICE.get())
 
 
 # ----------------------------------------------------------------------------------------------- figure styles
@@ -390,7 +418,14 @@ class Outputs:
         return rel
 
     def section(
-        self, *, title: str, config: Mapping[str, Any], seed: int, runtime_s: float, **body: Any
+        self,
+        *,
+        title: str,
+        config: Mapping[str, Any],
+        seed: int,
+        runtime_s: float,
+        device: str = "cpu",
+        **body: Any,
     ) -> dict[str, Any]:
         """Build the section dict (``body``: findings, published, agreement, notes, scores) and write it to
         ``sections/<name>.json``."""
@@ -405,6 +440,7 @@ class Outputs:
             "config": dict(config),
             "seed": seed,
             "runtime_s": round(runtime_s, 2),
+            "device": device,
             "notes": list(body.get("notes") or []),
             "scores": body.get("scores") or [],
         }

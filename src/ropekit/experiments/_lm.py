@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ropekit.experiments._common import inner_progress
+from ropekit.experiments._common import inner_progress, run_device
 from ropekit.models import ModelConfig, build_model, with_position_encoding
 from ropekit.train import TrainConfig, run_steps
+from ropekit.train.device import model_device, to_device
 
 __all__ = ["SCALINGS", "scaled_pe", "swap_pe", "task_eval", "task_fns", "train_model", "window_losses", "zero_shot_pe"]
 
@@ -84,7 +85,7 @@ def train_model(
     """Build ``model_cfg`` (seeded by ``train_cfg.seed``; or start from ``init``'s weights) and train it with
     :func:`ropekit.train.run_steps`. Returns ``(model in eval mode, history)``."""
     torch.manual_seed(train_cfg.seed)
-    model = build_model(model_cfg) if init is None else swap_pe(init, model_cfg.pe)
+    model = (build_model(model_cfg) if init is None else swap_pe(init, model_cfg.pe)).to(run_device())
     history = run_steps(model, loss_fn, batch_fn, train_cfg, eval_fn=eval_fn, progress=inner_progress(), desc=desc)
     return model, history
 
@@ -118,8 +119,9 @@ def window_losses(
     if chunk is not None:
         x, y = x.reshape(-1, chunk), y.reshape(-1, chunk)  # [n * L / chunk, chunk]
     out = []
+    x, y = to_device((x, y), model_device(model))
     for i in range(0, x.shape[0], 8):
         logits = model(x[i : i + 8])  # [b, L, V]
         out.append(F.cross_entropy(logits.transpose(1, 2), y[i : i + 8], reduction="none").mean(-1))
-    per = torch.cat(out)  # [n] or [n * L / chunk]
+    per = torch.cat(out).cpu()  # [n] or [n * L / chunk]
     return per.view(n, -1).mean(-1).numpy() if chunk is not None else per.numpy()

@@ -63,6 +63,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "hilbert_len": 8192,
     },
 }
+PRESETS["gpu"] = dict(PRESETS["full"])  # no model is trained: the GPU changes nothing
 
 # One config for the frequency comparison: a Llama-like head (d=128) trained at 4096, extended 4x.
 _FREQ_HEAD_DIM, _FREQ_L, _FREQ_FACTOR = 128, 4096, 4.0

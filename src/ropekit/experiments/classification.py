@@ -80,6 +80,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_test": None,
     },
 }
+# One GPU: the same protocol as quick with about 100x the parameters (d_model 8x, twice the layers).
+PRESETS["gpu"] = {
+    **PRESETS["quick"],
+    "d_model": 512,
+    "n_layers": 4,
+    "steps": 400,
+    "lr": 1e-3,
+    "init_std": 0.02,
+    "seeds": 5,
+}
 
 ENCODINGS: dict[str, dict[str, Any]] = {
     "RoPE": {"kind": "rope"},

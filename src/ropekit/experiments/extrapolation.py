@@ -53,6 +53,7 @@ from ropekit.models import DecoderLM, ModelConfig
 from ropekit.models.io import model_config
 from ropekit.models.transformer import Block
 from ropekit.train import LMTask, TrainConfig
+from ropekit.train.device import model_device
 
 __all__ = ["NAME", "PRESETS", "TITLE", "run"]
 
@@ -103,6 +104,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "init_std": 0.08,
     },
 }
+# One GPU: the same protocol as quick with about 100x the parameters (d_model 8x, twice the layers).
+PRESETS["gpu"] = {
+    **PRESETS["quick"],
+    "d_model": 512,
+    "n_layers": 4,
+    "steps": 1000,
+    "finetune_steps": 100,
+    "lr": 1e-3,
+    "init_std": 0.02,
+    "seeds": 3,
+}
 
 REFERENCES = {"ALiBi": "alibi", "xPos": "xpos", "NoPE": "none"}
 FINETUNED = ("none", "PI", "NTK", "YaRN")
@@ -121,7 +133,7 @@ def score_by_distance(model: torch.nn.Module, ids: torch.Tensor) -> list[np.ndar
         for b in blocks
     ]
     try:
-        model.eval()(ids)
+        model.eval()(ids.to(model_device(model)))
     finally:
         for h in hooks:
             h.remove()
@@ -132,7 +144,7 @@ def score_by_distance(model: torch.nn.Module, ids: torch.Tensor) -> list[np.ndar
     counts = torch.bincount(rel[causal], minlength=L).double()  # [L]
     out = []
     for block, (x, positions) in zip(blocks, inputs, strict=True):
-        mean = block.attn.logits(x, model.decoder.pe, positions).double().mean((0, 1))  # [L, L]
+        mean = block.attn.logits(x, model.decoder.pe, positions).double().mean((0, 1)).cpu()  # [L, L]
         out.append((torch.zeros(L, dtype=torch.float64).index_add_(0, rel[causal], mean[causal]) / counts).numpy())
     return out
 

@@ -40,6 +40,7 @@ from ropekit.experiments._common import (
 from ropekit.experiments._lm import train_model
 from ropekit.models import ModelConfig, random_positions
 from ropekit.train import TrainConfig
+from ropekit.train.device import model_device, to_device
 
 __all__ = ["NAME", "PRESETS", "TITLE", "encodings", "make_batch", "run"]
 
@@ -99,6 +100,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_in_dist_acc": 0.9,
     },
 }
+# One GPU: the same protocol as quick with about 100x the parameters (d_model 8x, twice the layers).
+PRESETS["gpu"] = {
+    **PRESETS["quick"],
+    "d_model": 512,
+    "n_layers": 4,
+    "n_heads": 8,
+    "steps": 2000,
+    "lr": 1e-3,
+    "init_std": 0.02,
+    "seeds": 3,
+}
 
 
 def encodings(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -141,7 +153,7 @@ def _per_example(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Token accuracy and whole-answer correctness per example, ``[B]`` each (teacher-forced argmax)."""
     positions = random_positions(ids.shape[0], ids.shape[1], random_max, gen) if random_max else None  # Ruoss et al.
-    pred = model(ids, positions).argmax(-1)[:, :-1]  # [B, T-1]
+    pred = model(*to_device((ids, positions), model_device(model))).argmax(-1)[:, :-1].cpu()  # [B, T-1]
     right, m = pred == ids[:, 1:], mask[:, :-1]
     tok = (right & m).sum(1).double() / m.sum(1).double()
     return tok.numpy(), (right | ~m).all(1).double().numpy()

@@ -44,6 +44,7 @@ from ropekit.experiments._lm import scaled_pe, swap_pe, train_model, zero_shot_p
 from ropekit.models import ModelConfig
 from ropekit.models.io import model_config
 from ropekit.train import TrainConfig
+from ropekit.train.device import model_device
 
 __all__ = ["NAME", "PRESETS", "SCALINGS", "TITLE", "run"]
 
@@ -97,6 +98,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lm_weight": 0.1,
     },
 }
+# One GPU: the same protocol as quick with about 100x the parameters (d_model 8x, twice the layers).
+PRESETS["gpu"] = {
+    **PRESETS["quick"],
+    "d_model": 512,
+    "n_layers": 4,
+    "steps": 3000,
+    "finetune_steps": 200,
+    "lr": 1e-3,
+    "init_std": 0.02,
+    "samples": 40,
+}
 
 SCALINGS = ("none", "PI", "NTK", "dynamic NTK", "YaRN")
 FINETUNED = ("none", "PI", "YaRN")
@@ -131,8 +143,9 @@ def _loss_fn(lm_weight: float) -> Any:
 def _retrieval(model: torch.nn.Module, ids: torch.Tensor, n_ans: int) -> tuple[np.ndarray, np.ndarray]:
     """Per prompt: all digits right (0/1) and digit accuracy, ``[B]`` each."""
     model.eval()
-    logits = torch.cat([model(ids[i : i + 16, :-1]) for i in range(0, ids.shape[0], 16)])  # input = L + 4 bytes
-    pred, gold = logits[:, -(n_ans - 1) :].argmax(-1), ids[:, -(n_ans - 1) :]  # [B, 5]
+    dev = model_device(model)
+    logits = torch.cat([model(ids[i : i + 16, :-1].to(dev)) for i in range(0, ids.shape[0], 16)])  # L + 4 bytes
+    pred, gold = logits[:, -(n_ans - 1) :].argmax(-1).cpu(), ids[:, -(n_ans - 1) :]  # [B, 5]
     hit = pred == gold
     return hit.all(dim=1).double().numpy(), hit.double().mean(dim=1).numpy()
 

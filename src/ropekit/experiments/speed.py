@@ -29,6 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"max_rows_plotted": 60},
     "full": {"max_rows_plotted": 400},
 }
+PRESETS["gpu"] = dict(PRESETS["quick"])  # reads the benchmark CSV: no model
 
 _ENV = "ROPEKIT_BENCHMARK_CSV"
 _DEFAULT_CSV = "benchmarks/results/apply_rotary.csv"

@@ -32,4 +32,7 @@ def with_position_encoding(model: nn.Module, pe: str | Mapping[str, Any], *, sou
         raise ValueError(f"{type(model).__name__} has no .config: build it with ropekit.models.build_model")
     swapped = build_model(dataclasses.replace(config, pe=dict(pe) if not isinstance(pe, str) else pe))
     load_state_checked(swapped, {k: v.detach().clone() for k, v in model.state_dict().items()}, source)
+    device = next((p.device for p in model.parameters()), None)
+    if device is not None:
+        swapped = swapped.to(device)  # it stays where the original is
     return swapped.train(model.training)

@@ -103,11 +103,11 @@ class TinyViT(nn.Module):
     def _absolute(self, G: int, shift: float) -> torch.Tensor:
         """The table resampled at a ``G x G`` grid moved by ``shift`` training patches: ``[G*G, dim]``."""
         scale = (self.grid0 - 1) / max(G - 1, 1)
-        coords = torch.arange(G, dtype=torch.float32) * scale + shift  # [G] in training-grid units
+        assert self.table is not None  # the interpolated learned table exists for this kind
+        coords = torch.arange(G, dtype=torch.float32, device=self.table.device) * scale + shift  # [G], grid units
         norm = 2 * coords / max(self.grid0 - 1, 1) - 1  # [G] in grid_sample's [-1, 1]
         gy, gx = torch.meshgrid(norm, norm, indexing="ij")  # [G, G] each
         grid = torch.stack((gx, gy), dim=-1).unsqueeze(0)  # [1, G, G, 2], (x = column, y = row)
-        assert self.table is not None  # the interpolated learned table exists for this kind
         pe = F.grid_sample(self.table.unsqueeze(0), grid, mode="bilinear", padding_mode="border", align_corners=True)
         return pe[0].flatten(1).T  # [G*G, dim]
 
@@ -128,7 +128,7 @@ class TinyViT(nn.Module):
         if self.table is not None:
             x = x + self._absolute(G, shift)
         step = (self.grid0 - 1) / max(G - 1, 1) if interpolate_positions else 1.0
-        positions = grid_positions(G, G, offset=shift, step=step)  # [T, 2], same order as the patches
+        positions = grid_positions(G, G, offset=shift, step=step).to(x.device)  # [T, 2], the patches' order
         for block in self.blocks:
             x = block(x, positions)
         return self.head(self.norm(x.mean(dim=1)))  # [B, n_classes]

@@ -117,6 +117,7 @@ def build_report(
     workers: int = 2,
     force: bool = False,
     log: Any = print,
+    device: str = "cpu",
 ) -> pathlib.Path:
     """Run (or reuse) the experiments and write ``out_dir/index.html``; returns its path.
 
@@ -127,6 +128,8 @@ def build_report(
         only: short experiment names to run (default: all registered, in report order).
         workers: parallel worker processes (one torch thread each); 1 runs in this process.
         force: ignore cached results.
+        device: where the experiments train (``"cpu"`` or ``"cuda"``; checked before anything runs). Part of the
+            cache key.
     """
     from ropekit.experiments import experiment_names
 
@@ -134,14 +137,20 @@ def build_report(
     unknown = sorted(set(names) - set(experiment_names()))
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown}; choose from {experiment_names()}")
+    from ropekit.train.device import resolve_device
+
+    resolve_device(device)  # a CUDA device without CUDA is refused here, not in every worker
     root = pathlib.Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    sections = run_experiments(names, preset, root, seed=seed, force=force, workers=workers, log=log)
+    sections = run_experiments(
+        names, preset, root, seed=seed, force=force, workers=workers, log=log, device=device
+    )
     wall = time.perf_counter() - start
     meta = {
         "preset": preset,
         "seed": str(seed),
+        "device": device,
         "generated (UTC)": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
         "wall time of this run (s)": f"{wall:.1f} with {workers} worker process(es)",
         "experiments": ", ".join(f"{s['name']}: {s.get('status')}" for s in sections),

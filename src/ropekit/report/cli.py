@@ -9,7 +9,11 @@ import pathlib
 
 __all__ = ["register"]
 
-_PRESETS = ("tiny", "quick", "full")
+_PRESETS = ("tiny", "quick", "full", "gpu")
+_DEVICE = (
+    "where the experiments train: cpu (default) or cuda; the gpu preset sizes the models for one GPU "
+    "(same protocol, about 100x the parameters of quick)"
+)
 REPORT_ENTRIES = ("index.html", "report.json", "results", "figures", "sections", "cache")
 """What ``ropekit report`` and ``ropekit experiment`` write into ``--out`` (and all that ``--overwrite`` removes)."""
 
@@ -41,8 +45,19 @@ def _report(args: argparse.Namespace) -> int:
     unknown = sorted(set(only or []) - set(experiment_names()))
     if unknown:
         raise ValueError(f"--only names unknown experiment(s) {unknown}; choose from {experiment_names()}")
+    from ropekit.train.device import resolve_device
+
+    resolve_device(args.device)  # before the folder is claimed
     claim_report_folder(args.out, overwrite=args.overwrite)
-    path = build_report(args.out, preset=args.preset, seed=args.seed, only=only, workers=args.workers, force=args.force)
+    path = build_report(
+        args.out,
+        preset=args.preset,
+        seed=args.seed,
+        only=only,
+        workers=args.workers,
+        force=args.force,
+        device=args.device,
+    )
     sections = json.loads((path.parent / "report.json").read_text())["sections"]
     bad = [s["name"] for s in sections if s.get("status") == "failed"]
     n_fig = sum(len(s.get("figures", []) or []) for s in sections)
@@ -54,11 +69,15 @@ def _report(args: argparse.Namespace) -> int:
 
 def _experiment(args: argparse.Namespace) -> int:
     from ropekit.report.runner import run_experiments
+    from ropekit.train.device import resolve_device
 
+    resolve_device(args.device)  # before the folder is claimed
     claim_report_folder(args.out, overwrite=args.overwrite)
     os.environ.setdefault("ROPEKIT_INNER_PROGRESS", "1")  # in-process: show the experiment's own bars
     out = pathlib.Path(args.out)
-    section = run_experiments([args.name], args.preset, out, seed=args.seed, force=args.force, workers=1)[0]
+    section = run_experiments(
+        [args.name], args.preset, out, seed=args.seed, force=args.force, workers=1, device=args.device
+    )[0]
     if section.get("status") in ("failed", "missing"):
         print(f"{args.name}: {section.get('status')}: {section.get('error')}")
         return 1
@@ -96,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--only", default="", help="comma-separated experiment names (default: all)")
     p.add_argument("--force", action="store_true", help="recompute even when cached results are up to date")
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    p.add_argument("--device", default="cpu", help=_DEVICE)
     p.set_defaults(func=_report)
 
     e = subparsers.add_parser(
@@ -110,4 +130,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     e.add_argument("--force", action="store_true", help="recompute even when cached")
     e.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    e.add_argument("--device", default="cpu", help=_DEVICE)
     e.set_defaults(func=_experiment)

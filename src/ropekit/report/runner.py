@@ -97,8 +97,16 @@ def source_files(name: str) -> list[pathlib.Path]:
     return sorted(files)
 
 
-def cache_key(name: str, preset: str, seed: int, config: dict[str, Any], inputs: Sequence[pathlib.Path] = ()) -> str:
-    """sha256 over name, preset, seed, config, ropekit version, :func:`source_files` and ``inputs``.
+def cache_key(
+    name: str,
+    preset: str,
+    seed: int,
+    config: dict[str, Any],
+    inputs: Sequence[pathlib.Path] = (),
+    *,
+    device: str = "cpu",
+) -> str:
+    """sha256 over name, preset, seed, config, device, ropekit version, :func:`source_files` and ``inputs``.
 
     ``inputs``: data files an experiment reads that are not part of the package (its optional
     ``cache_inputs()`` hook, e.g. the benchmark CSV of the speed section).
@@ -106,7 +114,7 @@ def cache_key(name: str, preset: str, seed: int, config: dict[str, Any], inputs:
     from ropekit import __version__
 
     h = hashlib.sha256()
-    h.update(json.dumps([name, preset, seed, config, __version__], sort_keys=True, default=str).encode())
+    h.update(json.dumps([name, preset, seed, config, device, __version__], sort_keys=True, default=str).encode())
     for path in source_files(name):
         h.update(str(path.relative_to(_PACKAGE_ROOT)).encode())
         h.update(path.read_bytes())
@@ -117,19 +125,19 @@ def cache_key(name: str, preset: str, seed: int, config: dict[str, Any], inputs:
 
 
 def run_protocol(
-    measure: Callable[..., dict[str, Any]], preset: str, out_dir: pathlib.Path, *, seed: int = 0
+    measure: Callable[..., dict[str, Any]], preset: str, out_dir: pathlib.Path, *, seed: int = 0, device: str = "cpu"
 ) -> dict[str, Any]:
     """Run one experiment's protocol ``measure(cfg, out, *, seed)`` with the shared boilerplate; return its section.
 
     Looks the preset up in the module's ``PRESETS`` (``ValueError`` naming the valid ones), uses one torch thread,
-    seeds Python/NumPy/torch from ``seed``, times the call and writes ``sections/<NAME>.json`` via
-    :meth:`Outputs.section`.
+    seeds Python/NumPy/torch from ``seed``, trains on ``device`` (:func:`~ropekit.experiments._common.run_device`),
+    times the call and writes ``sections/<NAME>.json`` via :meth:`Outputs.section`.
     """
     import sys
 
     import torch
 
-    from ropekit.experiments._common import Outputs, check_preset, seed_everything
+    from ropekit.experiments._common import Outputs, check_preset, running_on, seed_everything
 
     module = sys.modules[measure.__module__]
     cfg = check_preset(module.NAME, module.PRESETS, preset)
@@ -137,8 +145,10 @@ def run_protocol(
     seed_everything(seed)
     start = time.perf_counter()
     out = Outputs(out_dir, module.NAME)
-    body = measure(cfg, out, seed=seed)
-    return out.section(title=module.TITLE, config=cfg, seed=seed, runtime_s=time.perf_counter() - start, **body)
+    with running_on(device):
+        body = measure(cfg, out, seed=seed)
+    runtime = time.perf_counter() - start
+    return out.section(title=module.TITLE, config=cfg, seed=seed, runtime_s=runtime, device=device, **body)
 
 
 def _cached(out_dir: pathlib.Path, name: str, key: str) -> dict[str, Any] | None:
@@ -158,7 +168,7 @@ def _cached(out_dir: pathlib.Path, name: str, key: str) -> dict[str, Any] | None
     return section
 
 
-def _worker(name: str, preset: str, out_dir: str, seed: int) -> dict[str, Any]:
+def _worker(name: str, preset: str, out_dir: str, seed: int, device: str = "cpu") -> dict[str, Any]:
     """Run one experiment in this (worker) process. Returns the section, or a failure record."""
     os.environ.setdefault("ROPEKIT_INNER_PROGRESS", "0")
     from ropekit.experiments import load_experiment
@@ -171,7 +181,7 @@ def _worker(name: str, preset: str, out_dir: str, seed: int) -> dict[str, Any]:
     try:
         module = load_experiment(name)
         with use_backend(backend):
-            section = module.run(preset, pathlib.Path(out_dir), seed=seed)
+            section = module.run(preset, pathlib.Path(out_dir), seed=seed, device=device)
         return {**section, "status": "ok", "rotary_backend": backend}
     except Exception as e:  # one failed experiment must not sink the whole report
         return {
@@ -197,6 +207,7 @@ def run_experiments(
     force: bool = False,
     workers: int = 2,
     log: Any = print,
+    device: str = "cpu",
 ) -> list[ExperimentResult]:
     """Run experiments by short name; reuse cached results; return results in the order of ``names``.
 
@@ -220,7 +231,7 @@ def run_experiments(
             results[name] = _missing(name, f"no preset {preset!r} (has {sorted(module.PRESETS)})")
             continue
         inputs = module.cache_inputs() if hasattr(module, "cache_inputs") else []
-        key = cache_key(name, preset, seed, module.PRESETS[preset], inputs)
+        key = cache_key(name, preset, seed, module.PRESETS[preset], inputs, device=device)
         hit = None if force else _cached(out_dir, name, key)
         if hit is not None:
             results[name] = ExperimentResult(hit, status="cached")
@@ -249,12 +260,14 @@ def run_experiments(
     if workers <= 1 or len(todo) <= 1:
         for name, key in todo:
             bar.set_postfix_str(name)
-            finish(name, key, _worker(name, preset, str(out_dir), seed))
+            finish(name, key, _worker(name, preset, str(out_dir), seed, device))
             bar.update()
     else:
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_worker, name, preset, str(out_dir), seed): (name, key) for name, key in todo}
+            futures = {
+                pool.submit(_worker, name, preset, str(out_dir), seed, device): (name, key) for name, key in todo
+            }
             for fut in cf.as_completed(futures):
                 name, key = futures[fut]
                 try:

@@ -214,6 +214,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "--threads", type=POSITIVE, default=1, help="torch threads per process (1 measured fastest here)"
         )
         o.add_argument("--stop-after", type=POSITIVE, default=None, help="stop after this step (resume later)")
+        o.add_argument(
+            "--device", default="cpu", help="where to train: cpu (default) or cuda (under torchrun: cuda:LOCAL_RANK)"
+        )
         o.add_argument("--no-progress", action="store_true", help="no progress bar")
         if name == "lm":
             t.add_argument("--context-len", type=POSITIVE, default=128)
@@ -325,6 +328,9 @@ def _run_train(args: argparse.Namespace) -> int:
     from ropekit.models.positions import build_position_encoding
 
     build_position_encoding(model_cfg.pe, model_cfg.dims())  # its options are checked before anything is written
+    from ropekit.train.device import resolve_device
+
+    resolve_device(args.device)  # checked before anything is written
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -349,6 +355,7 @@ def _run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         stop_after=args.stop_after,
         overwrite=False,  # _claim_out already emptied an --overwrite folder (before the task was built)
+        device=args.device,
     )
     import os
 

@@ -43,6 +43,7 @@ from ropekit.train.checkpoint import (
     optimizer_from_tensors,
     save_checkpoint,
 )
+from ropekit.train.device import model_device, resolve_device, to_device
 from ropekit.train.tasks import Task, shard
 from ropekit.train.tokenization import write_run_tokenizer
 
@@ -118,22 +119,22 @@ def _dist_info() -> tuple[int, int]:
     return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
 
 
-def _init_distributed(world: int) -> bool:
-    """Join the torchrun process group once; returns True when this call created it."""
+def _init_distributed(world: int, device: torch.device) -> bool:
+    """Join the torchrun process group once (NCCL for CUDA, gloo for the CPU); True when this call created it."""
     import torch.distributed as dist
 
     if world == 1 or dist.is_initialized():
         return False
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return True
 
 
-def _all_reduce_sums(values: list[float], world: int) -> list[float]:
+def _all_reduce_sums(values: list[float], world: int, device: torch.device) -> list[float]:
     if world == 1:
         return values
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=device)  # NCCL reduces CUDA tensors only
     dist.all_reduce(t)
     return t.tolist()
 
@@ -144,7 +145,7 @@ def _evaluate(model: nn.Module, task: Task, rank: int, world: int) -> dict[str, 
     sums = task.evaluate(model, rank, world)
     model.train(was)
     names = sorted(sums)
-    flat = _all_reduce_sums([v for n in names for v in sums[n]], world)
+    flat = _all_reduce_sums([v for n in names for v in sums[n]], world, model_device(model))
     return {n: flat[2 * i] / max(flat[2 * i + 1], 1e-12) for i, n in enumerate(names)}
 
 
@@ -208,11 +209,12 @@ def train_step(
     """One optimizer step ``step`` (1-based): set the learning rate (:func:`lr_at`), ``loss_fn(model, batch)``,
     backward, clip the gradient norm of ``clip_params`` (default ``model``) at ``cfg.grad_clip``, AdamW step.
 
+    The batch is moved to the model's device first (:mod:`ropekit.train.device`: inputs follow the model).
     Returns ``(loss detached, lr)``. The one step of :func:`train`, :func:`run_steps` and the report."""
     lr = lr_at(step, cfg)
     for g in opt.param_groups:
         g["lr"] = lr
-    loss = loss_fn(model, batch)
+    loss = loss_fn(model, to_device(batch, model_device(model)))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip > 0:
@@ -236,6 +238,7 @@ def run_steps(
     ``batch_fn(step)`` gives the batch of step ``step`` (1-based; make it a pure function of the step, like
     :meth:`Task.batch`, and two models trained with the same ``batch_fn`` see the same batches). ``eval_fn(model)``
     runs (in eval mode, no grad) every ``cfg.eval_every`` steps and at the last step. The model is left in eval mode.
+    It trains where ``model`` is (move it first, e.g. ``model.to("cuda")``); batches follow it.
 
     Returns the history in :func:`train`'s format: ``{"step", "loss", "lr"}`` and ``{"step", "eval": {...}}``.
     """
@@ -267,6 +270,7 @@ def train(
     stop_after: int | None = None,
     log_evals: bool = True,
     overwrite: bool = False,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train a model built from ``model_cfg`` (task fields filled in from ``task.model_overrides()``).
 
@@ -277,6 +281,8 @@ def train(
         stop_after: stop after this global step (the run can be resumed later), e.g. to split a job.
         log_evals: without a progress bar, print each evaluation to stderr (rank 0).
         overwrite: start afresh in an ``out_dir`` that already holds a run (otherwise that is an error).
+        device: where the model trains (``"cpu"``, the default, or ``"cuda"``; under torchrun ``"cuda"`` means
+            this process's ``cuda:LOCAL_RANK``). Batches follow the model; checkpoints are device-free.
 
     A task with a BPE tokenizer (``task.tokenizer``) gets it written to ``out_dir/tokenizer.json`` and recorded
     under ``"tokenizer"`` in ``config.json`` and the checkpoints (:mod:`ropekit.train.tokenization`).
@@ -290,11 +296,16 @@ def train(
     model_cfg = dataclasses.replace(model_cfg, **task.model_overrides())
     torch.set_num_threads(cfg.threads)
     rank, world = _dist_info()
-    created_group = _init_distributed(world)
+    dev = resolve_device(device)
+    if dev.type == "cuda" and world > 1 and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # NCCL and the CUDA caching allocator use the current device
+    created_group = _init_distributed(world, dev)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
     torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg)
+    model = build_model(model_cfg).to(dev)
     opt = make_optimizer(model, cfg)
     out = Path(out_dir) if out_dir is not None else None
     history: list[dict[str, Any]] = []
@@ -325,7 +336,7 @@ def train(
         )
     net: nn.Module = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     meta = {"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg), "task": task.spec(), "world": world}
     if tok_record is not None:
         meta["tokenizer"] = tok_record
@@ -350,7 +361,7 @@ def train(
         torch.manual_seed(step_seed(cfg, step, rank))  # dropout / random positions
         local = shard(task.batch(step, cfg.batch_size, cfg.seed), rank, world)
         loss, lr = train_step(net, opt, _task_loss(task), local, step, cfg, clip_params=model)
-        loss_value = _all_reduce_sums([float(loss.detach())], world)[0] / world
+        loss_value = _all_reduce_sums([float(loss.detach())], world, dev)[0] / world
         history.append({"step": step, "loss": loss_value, "lr": lr})
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")

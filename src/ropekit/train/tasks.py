@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from ropekit.train.device import model_device, to_device
 from ropekit.train.tokenization import TaskTokenizer, make_task_tokenizer
 
 __all__ = [
@@ -155,14 +156,14 @@ class LMTask:
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, rank: int, world: int) -> dict[str, tuple[float, float]]:
-        x, y = self.eval_data()
+        x, y = to_device(self.eval_data(), model_device(model))
         total, count, nbytes = 0.0, 0, 0
         for i in range(rank * 16, x.shape[0], 16 * world):  # 16-row chunks, round-robin over ranks
             logits = model(x[i : i + 16])
             total += float(F.cross_entropy(logits.flatten(0, 1), y[i : i + 16].flatten(), reduction="sum"))
             count += y[i : i + 16].numel()
             if self.token_bytes is not None:
-                nbytes += int(self.token_bytes[y[i : i + 16]].sum())
+                nbytes += int(self.token_bytes[y[i : i + 16].cpu()].sum())
         out: dict[str, tuple[float, float]] = {"loss": (total, count)}
         if self.token_bytes is not None:
             out["loss_per_byte"] = (total, nbytes)
@@ -237,7 +238,10 @@ class ClassifyTask:
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, rank: int, world: int) -> dict[str, tuple[float, float]]:
-        ids, lengths, labels = self.eval.ids[rank::world], self.eval.lengths[rank::world], self.eval.labels[rank::world]
+        ids, lengths, labels = to_device(
+            (self.eval.ids[rank::world], self.eval.lengths[rank::world], self.eval.labels[rank::world]),
+            model_device(model),
+        )
         loss, correct = 0.0, 0.0
         for i in range(0, ids.shape[0], 64):
             logits = model(self._trim(ids[i : i + 64], lengths[i : i + 64]), lengths[i : i + 64])
@@ -328,7 +332,7 @@ class ReverseTask:
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, rank: int, world: int) -> dict[str, tuple[float, float]]:
         data = shard(self._make(self.validation, self.eval_examples, torch.Generator().manual_seed(1234)), rank, world)
-        src, lengths, tgt_in, tgt_out = data
+        src, lengths, tgt_in, tgt_out = to_device(data, model_device(model))
         logits = model(src, tgt_in, lengths)
         keep = tgt_out != self.pad_id  # [N, S + 1]
         loss = float(
