@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ropekit.angles import position_angles
+from ropekit.angles import check_positions
 from ropekit.functional import rope_cos_sin
 from ropekit.hf.config import from_hf_config
 from ropekit.modules import RotaryEmbedding
@@ -157,19 +157,25 @@ class RopekitRotary(nn.Module):
         return self._high_water[key]
 
     def _validate(self, position_ids: torch.Tensor) -> None:
-        if not isinstance(position_ids, torch.Tensor):
-            raise TypeError(f"position_ids must be a tensor [B, T], got {type(position_ids).__name__}")
-        if position_ids.is_floating_point() and not self.allow_fractional:
-            raise ValueError(
-                f"position_ids are {position_ids.dtype}, expected integers; pass allow_fractional=True to "
-                "ropekit.hf.patch(...) if non-integer positions are intended"
+        """The one position check (:func:`ropekit.angles.check_positions`), with this patch's flags and hints."""
+        try:
+            check_positions(
+                position_ids,
+                name="position_ids",
+                allow_negative=self.allow_negative,
+                allow_float=self.allow_fractional,
             )
-        if position_ids.numel() and not self.allow_negative and float(position_ids.min()) < 0:
-            raise ValueError(
-                "position_ids contain a negative position; left padding should give pads position 1 or 0 "
-                "(transformers' generate uses attention_mask.cumsum(-1) - 1, masked to 1), or pass "
-                "allow_negative=True to ropekit.hf.patch(...)"
-            )
+        except ValueError as e:
+            if position_ids.is_floating_point() and not self.allow_fractional:
+                hint = "pass allow_fractional=True to ropekit.hf.patch(...) if non-integer positions are intended"
+            elif not self.allow_negative:
+                hint = (
+                    "left padding should give pads position 1 or 0 (transformers' generate uses "
+                    "attention_mask.cumsum(-1) - 1, masked to 1), or pass allow_negative=True to ropekit.hf.patch(...)"
+                )
+            else:
+                raise
+            raise ValueError(f"{e}; {hint}") from None
 
     @torch.no_grad()
     def forward(
@@ -184,12 +190,7 @@ class RopekitRotary(nn.Module):
         seq_len = max(seq_len, 1)  # all-negative positions (allowed) still pick the base state
         inv_freq, factor = rope.frequencies(self.state_length(seq_len, layer_type))
         inv_freq = inv_freq.to(x.device)
-        if positions.is_floating_point() or (positions.numel() and int(positions.min()) < 0):
-            # allowed by the flags: float64 angles reduced mod 2 pi (rope_cos_sin takes non-negative integers)
-            angles = position_angles(inv_freq, positions)  # [B, T, r] float32 in [-pi, pi]
-            cos, sin = angles.cos() * factor, angles.sin() * factor
-        else:
-            cos, sin = rope_cos_sin(inv_freq, positions, attention_factor=factor)  # [B, T, r] each
+        cos, sin = rope_cos_sin(inv_freq, positions, attention_factor=factor)  # [B, T, r]; exact for every position
         if self.duplicated:
             cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)  # [B, T, 2r]: halves layout
         return cos.to(x.dtype), sin.to(x.dtype)
