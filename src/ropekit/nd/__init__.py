@@ -26,6 +26,21 @@ from ropekit.nd.modules import (
     MRotaryEmbedding,
 )
 from ropekit.nd.mrope import MROPE_LAYOUTS, mrope_cos_sin, mrope_pair_axes, mrope_position_ids, split_mrope_parameters
+from ropekit.nd.multimodal import (
+    MULTIMODAL_LAYOUTS,
+    ernie_pair_axes,
+    ernie_position_ids,
+    hope_frequencies,
+    hope_position_ids,
+    layout_cos_sin,
+    layout_pair_axes,
+    mhrope_cos_sin,
+    mhrope_head_axes,
+    mrope_interleave_pair_axes,
+    omni_position_ids,
+    videorope_pair_axes,
+    videorope_position_ids,
+)
 from ropekit.nd.reference import (
     apply_dense_lie,
     apply_token_matrices,
@@ -37,6 +52,7 @@ from ropekit.nd.reference import (
 
 __all__ = [
     "MROPE_LAYOUTS",
+    "MULTIMODAL_LAYOUTS",
     "AxialRotaryEmbedding",
     "CommutingLieEmbedding",
     "LieREEmbedding",
@@ -51,15 +67,27 @@ __all__ = [
     "block_generators",
     "cayley",
     "dense_rotation",
+    "ernie_pair_axes",
+    "ernie_position_ids",
     "frequencies_from_pair_axes",
     "grid_positions",
+    "hope_frequencies",
+    "hope_position_ids",
+    "layout_cos_sin",
+    "layout_pair_axes",
     "liere_rotation",
+    "mhrope_cos_sin",
+    "mhrope_head_axes",
     "mixed_frequencies",
     "mrope_cos_sin",
+    "mrope_interleave_pair_axes",
     "mrope_pair_axes",
     "mrope_position_ids",
     "nd_angles",
     "nd_cos_sin",
+    "omni_position_ids",
     "relativity_defect",
     "split_mrope_parameters",
+    "videorope_pair_axes",
+    "videorope_position_ids",
 ]

@@ -1,0 +1,377 @@
+"""Named multimodal RoPE layouts on the N-D machinery: ERNIE-4.5-VL, Qwen-Omni, VideoRoPE, HoPE, MRoPE-I, MHRoPE.
+
+Every layout here is "one shared 1-D ladder ``inv_freq: [r]``, a map pair -> axis, a position-id rule": the
+table is :func:`ropekit.nd.nd_cos_sin` of :func:`ropekit.nd.frequencies_from_pair_axes` (float64 angles reduced
+modulo 2 pi, as in the 1-D core), so text tokens (equal t, h, w ids) get exactly 1-D RoPE's table (HoPE aside: its
+NoPE pairs never turn). Axes are always ``0 = t, 1 = h, 2 = w``.
+
+* ERNIE-4.5-VL (read from transformers 5.24, ``models/ernie4_5_vl_moe/modeling_ernie4_5_vl_moe.py``:
+  ``Ernie4_5_VLMoeTextRotaryEmbedding``): ``mrope_section = [s_h, s_w, s_t]`` (default ``[22, 22, 20]``). Undoing
+  transformers' pre-rotation of ``inv_freq`` and its ``recomposition_frequencies``, pair ``j < s_h + s_w`` follows h
+  if ``j`` is even and w if odd, pairs ``j >= s_h + s_w`` follow t, and every pair keeps the plain ladder frequency
+  ``inv_freq[j]``. Interleaved pairing ``(x_{2j}, x_{2j+1})`` (``rotate_half_text``): use ``interleaved=True``.
+  Position ids (``get_rope_index``, ``get_vision_position_ids``): like Qwen2-VL but a video's t grid is divided by
+  ``temporal_merge_size`` (images are not), t ids are ``start + floor(i * time_interval)``, and the next text starts
+  at ``start + max(h, w)`` (merged).
+* Qwen2.5-Omni (transformers 5.24, ``models/qwen2_5_omni/modeling_qwen2_5_omni.py``, ``get_rope_index``): Qwen2-VL's
+  chunked pairs; every segment (text run, image, video, audio) starts at ``max(previous ids) + 1``; a vision block
+  has t ids ``floor(i * seconds_per_grid * position_id_per_seconds)`` (images: one second per grid), so ids are
+  aligned with time (25 ids per second by default); audio tokens count up like text.
+* VideoRoPE (Wei et al. 2025, "VideoRoPE: What Makes for Good Video Rotary Position Embedding?"): low-frequency
+  temporal allocation (t takes the last, lowest-frequency pairs; h and w alternate over the rest, the same pair
+  map as ERNIE's), diagonal layout (a frame's spatial ids are centred on its temporal id:
+  ``h = t_id + i_h - H // 2``, ``w = t_id + i_w - W // 2``) and adjustable temporal spacing
+  ``t_id = start + delta * i``.
+* HoPE (Li et al. 2025, "HoPE: Hybrid of Position Embedding for Length Generalization in Vision-Language Models"):
+  VideoRoPE's allocation and diagonal layout, but the t pairs (the lowest frequencies) get frequency zero (NoPE
+  on the temporal axis) and the temporal spacing is a scaling factor ``gamma`` (dynamic temporal scaling: sampled
+  in training, chosen at inference).
+* MRoPE-I and MHRoPE (Huang et al. 2025, "Revisiting Multimodal Positional Encoding in Vision-Language Models"):
+  MRoPE-I deals pairs round-robin ``t, h, w, t, h, w, ...`` (Qwen3-VL's map, :func:`ropekit.nd.mrope_pair_axes`
+  ``layout="interleaved"``); MHRoPE gives each axis its own heads, each head using the full ladder on its axis.
+
+Legend: ``position_ids: [3, ..., T]`` (t, h, w), ``token_types: [T]`` (0 text, 1 image, 2 video, 3 audio),
+``cos, sin: [..., T, r]`` (MHRoPE: ``[..., H, T, r]``), ``pair_axes: [r]`` int64 in {0, 1, 2}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from ropekit.nd.functional import frequencies_from_pair_axes, nd_cos_sin
+from ropekit.nd.mrope import _runs, mrope_pair_axes
+
+__all__ = [
+    "MULTIMODAL_LAYOUTS",
+    "ernie_pair_axes",
+    "ernie_position_ids",
+    "hope_frequencies",
+    "hope_position_ids",
+    "layout_cos_sin",
+    "layout_pair_axes",
+    "mhrope_cos_sin",
+    "mhrope_head_axes",
+    "mrope_interleave_pair_axes",
+    "omni_position_ids",
+    "videorope_pair_axes",
+    "videorope_position_ids",
+]
+
+# name -> (pairing of the table, interleaved=True for (x_2j, x_2j+1)), for layout_pair_axes / docs
+MULTIMODAL_LAYOUTS: dict[str, bool] = {
+    "qwen2_vl": False,
+    "qwen3_vl": False,
+    "qwen2_5_omni": False,
+    "ernie4_5_vl": True,
+    "videorope": False,
+    "hope": False,
+    "mrope_interleave": False,
+}
+
+Grid = Sequence[int]
+
+
+def _sections(section: Sequence[int], name: str) -> list[int]:
+    sec = [int(s) for s in section]
+    if len(sec) != 3 or any(s < 0 for s in sec):
+        raise ValueError(f"{name} must be three non-negative pair counts, got {list(section)}")
+    return sec
+
+
+def ernie_pair_axes(mrope_section: Sequence[int] = (22, 22, 20)) -> torch.Tensor:
+    """ERNIE-4.5-VL pair -> axis map ``[sum(section)]``: ``section = [s_h, s_w, s_t]`` (transformers' order).
+
+    Pairs ``0 .. s_h + s_w - 1`` alternate h (even) / w (odd); the last ``s_t`` pairs follow t. transformers
+    stacks the h and w sections pairwise, so it needs ``s_h == s_w``; so do we.
+    """
+    s_h, s_w, s_t = _sections(mrope_section, "mrope_section (h, w, t)")
+    if s_h != s_w:
+        raise ValueError(
+            f"ERNIE-4.5-VL alternates h and w pairs, so mrope_section[0] (h) must equal mrope_section[1] (w); got "
+            f"{list(mrope_section)} (the released models use [22, 22, 20])"
+        )
+    j = torch.arange(s_h + s_w)
+    return torch.cat([torch.where(j % 2 == 0, 1, 2), torch.zeros(s_t, dtype=torch.int64)])
+
+
+def videorope_pair_axes(rotary_pairs: int, temporal_pairs: int) -> torch.Tensor:
+    """VideoRoPE low-frequency temporal allocation: ``[r]``, h/w alternating, then t on the last ``temporal_pairs``.
+
+    ``r - temporal_pairs`` must be even (h and w get the same number of pairs). With the 1-D ladder decreasing in
+    ``j``, t gets the lowest frequencies and every spatial axis gets high and mid frequencies.
+    """
+    spatial = rotary_pairs - temporal_pairs
+    if temporal_pairs < 0 or spatial < 0 or spatial % 2:
+        raise ValueError(
+            f"VideoRoPE needs 0 <= temporal_pairs <= rotary_pairs with an even remainder for h/w, got "
+            f"rotary_pairs={rotary_pairs}, temporal_pairs={temporal_pairs} (e.g. 64 and 16)"
+        )
+    return ernie_pair_axes((spatial // 2, spatial // 2, temporal_pairs))
+
+
+def mrope_interleave_pair_axes(mrope_section: Sequence[int]) -> torch.Tensor:
+    """MRoPE-I (Huang et al. 2025): pairs dealt round-robin t, h, w (Qwen3-VL's interleaved map), ``[r]``."""
+    return mrope_pair_axes(mrope_section, layout="interleaved")
+
+
+def layout_pair_axes(layout: str, mrope_section: Sequence[int]) -> torch.Tensor:
+    """Pair -> axis map ``[r]`` of a named layout (see :data:`MULTIMODAL_LAYOUTS`).
+
+    ``mrope_section`` is ``(t, h, w)`` pair counts for the Qwen layouts and MRoPE-I, ``(h, w, t)`` for ERNIE
+    (transformers' own orders), ``(t, h, w)`` with ``h == w`` for VideoRoPE and HoPE (only the t count matters).
+    """
+    if layout not in MULTIMODAL_LAYOUTS:
+        raise ValueError(f"unknown multimodal layout {layout!r}; expected one of {sorted(MULTIMODAL_LAYOUTS)}")
+    sec = _sections(mrope_section, "mrope_section")
+    if layout in ("qwen2_vl", "qwen2_5_omni"):
+        return mrope_pair_axes(sec, layout="chunked")
+    if layout in ("qwen3_vl", "mrope_interleave"):
+        return mrope_interleave_pair_axes(sec)
+    if layout == "ernie4_5_vl":
+        return ernie_pair_axes(sec)
+    return videorope_pair_axes(sum(sec), sec[0])
+
+
+def _check_ids(position_ids: torch.Tensor) -> None:
+    if position_ids.dim() < 2 or position_ids.shape[0] != 3:
+        raise ValueError(
+            f"position_ids must be [3, ..., T] (t, h, w ids), got shape {tuple(position_ids.shape)}; "
+            "for text only use position_ids.expand(3, ...) of the 1-D ids"
+        )
+
+
+def layout_cos_sin(
+    inv_freq: torch.Tensor,
+    position_ids: torch.Tensor,
+    pair_axes: torch.Tensor,
+    *,
+    nope_pairs: torch.Tensor | None = None,
+    attention_factor: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos, sin: [..., T, r]`` for ``position_ids: [3, ..., T]``, ``inv_freq: [r]`` and ``pair_axes: [r]``.
+
+    ``nope_pairs: [r]`` bool marks pairs with frequency zero (HoPE). Integer or real ids; pair the table with
+    :func:`ropekit.apply_rotary` as the layout says (``MULTIMODAL_LAYOUTS[name]`` is ``interleaved``).
+    """
+    _check_ids(position_ids)
+    freqs = frequencies_from_pair_axes(inv_freq, pair_axes, 3)  # [3, r]
+    if nope_pairs is not None:
+        if nope_pairs.shape != pair_axes.shape or nope_pairs.dtype != torch.bool:
+            raise ValueError(f"nope_pairs must be a bool [r] mask like pair_axes, got {nope_pairs.dtype} "
+                             f"{tuple(nope_pairs.shape)}")
+        freqs = freqs.masked_fill(nope_pairs, 0.0)
+    cos, sin = nd_cos_sin(freqs, position_ids.movedim(0, -1))  # [..., T, r]
+    if attention_factor != 1.0:
+        cos, sin = cos * attention_factor, sin * attention_factor
+    return cos, sin
+
+
+def hope_frequencies(inv_freq: torch.Tensor, temporal_pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """HoPE's ``(pair_axes [r], nope_pairs [r])``: VideoRoPE's allocation with the t pairs at frequency zero."""
+    axes = videorope_pair_axes(inv_freq.numel(), temporal_pairs)
+    return axes, axes == 0
+
+
+def mhrope_head_axes(heads_per_axis: Sequence[int]) -> torch.Tensor:
+    """MHRoPE head -> axis map ``[H]``: the first ``heads_per_axis[0]`` heads follow t, then h, then w."""
+    counts = _sections(heads_per_axis, "heads_per_axis (t, h, w)")
+    return torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
+
+
+def mhrope_cos_sin(
+    inv_freq: torch.Tensor, position_ids: torch.Tensor, head_axes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MHRoPE ``cos, sin: [..., H, T, r]``: head ``h`` rotates every pair by its axis ``head_axes[h]`` id.
+
+    ``position_ids: [3, ..., T]``; apply with :func:`ropekit.apply_rotary` to ``q: [..., H, T, D]``.
+    """
+    _check_ids(position_ids)
+    if head_axes.dim() != 1 or head_axes.numel() == 0:
+        raise ValueError(f"head_axes must be a non-empty [H] map, got shape {tuple(head_axes.shape)}")
+    r = inv_freq.numel()
+    freqs = torch.stack(
+        [frequencies_from_pair_axes(inv_freq, torch.full((r,), int(a)), 3) for a in head_axes.tolist()]
+    )  # [H, 3, r]
+    positions = position_ids.movedim(0, -1).unsqueeze(-3)  # [..., 1, T, 3]
+    return nd_cos_sin(freqs, positions)  # [..., H, T, r]
+
+
+# ---- position-id builders --------------------------------------------------------------------------------------
+
+
+def _check_types(token_types: torch.Tensor, allowed: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    if token_types.dim() != 1:
+        raise ValueError(f"token_types must be [T] (one sequence), got shape {tuple(token_types.shape)}")
+    runs = _runs(token_types.tolist())
+    for kind, start, _ in runs:
+        if kind not in allowed:
+            raise ValueError(f"token type {kind} at position {start}: expected one of {allowed} "
+                             "(0 text, 1 image, 2 video, 3 audio)")
+    return runs
+
+
+def _next_grid(grids: Iterator[tuple[int, ...]], name: str, n: int, start: int) -> tuple[int, ...]:
+    grid = next(grids, None)
+    if grid is None:
+        raise ValueError(f"run of {n} tokens at position {start} has no grid left in {name}")
+    if len(grid) != 3 or min(grid) <= 0:
+        raise ValueError(f"{name} entries must be positive (t, h, w) grids, got {list(grid)}")
+    return grid
+
+
+def _check_count(name: str, grid: Grid, made: int, n: int, start: int) -> None:
+    if made != n:
+        raise ValueError(
+            f"{name} entry {list(grid)} makes {made} tokens after merging but the run at position {start} has {n}; "
+            "check the merge sizes, and separate consecutive images/videos with text"
+        )
+
+
+def _block(t_ids: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Row-major ``[3, len(t_ids) * h * w]`` ids ``(t_ids[i], j, k)`` (no offset)."""
+    tt = t_ids.view(-1, 1, 1).expand(-1, h, w)
+    hh = torch.arange(h).view(1, -1, 1).expand(t_ids.numel(), -1, w)
+    ww = torch.arange(w).view(1, 1, -1).expand(t_ids.numel(), h, -1)
+    return torch.stack([tt, hh, ww]).reshape(3, -1)
+
+
+def _finish(pieces: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
+    ids = torch.cat(pieces, dim=1) if pieces else torch.zeros(3, 0, dtype=torch.int64)
+    delta = (int(ids.max()) + 1 - ids.shape[1]) if ids.numel() else 0
+    return ids, delta
+
+
+def ernie_position_ids(
+    token_types: torch.Tensor,
+    image_grids: Sequence[Grid] = (),
+    video_grids: Sequence[Grid] = (),
+    *,
+    spatial_merge_size: int = 2,
+    temporal_merge_size: int = 2,
+    time_interval: float = 1.0,
+) -> tuple[torch.Tensor, int]:
+    """ERNIE-4.5-VL ``(t, h, w)`` ids ``[3, T]`` int64 of one sequence, and its rope delta.
+
+    ``image_grids``/``video_grids``: ``(t, h, w)`` patch grids before merging. h and w are divided by
+    ``spatial_merge_size``; a video's t by ``temporal_merge_size`` (an image's is not); t ids are
+    ``start + floor(i * time_interval)``; the next segment starts at ``start + max(h, w)``.
+    """
+    runs = _check_types(token_types, (0, 1, 2))
+    grids = {1: iter([tuple(int(v) for v in g) for g in image_grids]),
+             2: iter([tuple(int(v) for v in g) for g in video_grids])}
+    pieces, current = [], 0
+    for kind, start, end in runs:
+        n = end - start
+        if kind == 0:
+            pieces.append(torch.arange(current, current + n).expand(3, n))
+            current += n
+            continue
+        name = "image_grids" if kind == 1 else "video_grids"
+        grid = _next_grid(grids[kind], name, n, start)
+        t = grid[0] // (temporal_merge_size if kind == 2 else 1)
+        h, w = grid[1] // spatial_merge_size, grid[2] // spatial_merge_size
+        _check_count(name, grid, t * h * w, n, start)
+        t_ids = (torch.arange(t) * time_interval).long()
+        pieces.append(_block(t_ids, h, w) + current)
+        current += max(h, w)
+    return _finish(pieces)
+
+
+def omni_position_ids(
+    token_types: torch.Tensor,
+    image_grids: Sequence[Grid] = (),
+    video_grids: Sequence[Grid] = (),
+    *,
+    seconds_per_grid: Sequence[float] = (),
+    position_id_per_seconds: float = 25.0,
+    spatial_merge_size: int = 2,
+) -> tuple[torch.Tensor, int]:
+    """Qwen2.5-Omni time-aligned ``(t, h, w)`` ids ``[3, T]`` int64 of one sequence (no audio-in-video), and delta.
+
+    Token types 0 text, 1 image, 2 video, 3 audio. Each run starts at ``max(previous ids) + 1``. An image or video
+    with grid ``(t, h, w)`` gets t ids ``floor(i * s * position_id_per_seconds)`` with ``s = 1`` for images and
+    ``seconds_per_grid[k]`` for the k-th video (temporal patch size / fps), h and w divided by
+    ``spatial_merge_size``. Audio tokens count up like text (their number is the audio encoder's output length).
+    """
+    runs = _check_types(token_types, (0, 1, 2, 3))
+    grids = {1: iter([tuple(int(v) for v in g) for g in image_grids]),
+             2: iter([tuple(int(v) for v in g) for g in video_grids])}
+    seconds = iter([float(s) for s in seconds_per_grid])
+    pieces: list[torch.Tensor] = []
+    for kind, start, end in runs:
+        n = end - start
+        st = int(pieces[-1].max()) + 1 if pieces else 0
+        if kind in (0, 3):
+            pieces.append(torch.arange(st, st + n).expand(3, n))
+            continue
+        name = "image_grids" if kind == 1 else "video_grids"
+        grid = _next_grid(grids[kind], name, n, start)
+        h, w = grid[1] // spatial_merge_size, grid[2] // spatial_merge_size
+        _check_count(name, grid, grid[0] * h * w, n, start)
+        if kind == 1:
+            t_ids = (torch.arange(grid[0]) * position_id_per_seconds).long()
+        else:
+            s = next(seconds, None)
+            if s is None:
+                raise ValueError(f"video at position {start} has no entry left in seconds_per_grid "
+                                 "(one per video: temporal_patch_size / fps, e.g. 2 / 2.0 = 1.0)")
+            t_ids = (torch.arange(grid[0]) * torch.tensor(s, dtype=torch.float32) * position_id_per_seconds).long()
+        pieces.append(_block(t_ids, h, w) + st)
+    return _finish(pieces)
+
+
+def videorope_position_ids(
+    token_types: torch.Tensor,
+    video_grids: Sequence[Grid] = (),
+    *,
+    delta: float = 2.0,
+    spatial_merge_size: int = 1,
+) -> tuple[torch.Tensor, int]:
+    """VideoRoPE diagonal-layout ids ``[3, T]`` (float64 when ``delta`` is not an integer) and the rope delta.
+
+    Token types 0 text, 2 video (any non-zero run takes the next grid). A video starting at ``s`` with merged grid
+    ``(F, H, W)``: frame ``i``, row ``j``, column ``k`` gets ``t = s + delta * i``, ``h = t + j - H // 2``,
+    ``w = t + k - W // 2`` (spatial ids centred on the frame's temporal id: the diagonal). The next text starts at
+    ``s + delta * F``, so text ids keep advancing by one per token and ``delta`` sets the temporal spacing.
+    """
+    runs = _check_types(token_types, (0, 1, 2))
+    grids = iter([tuple(int(v) for v in g) for g in video_grids])
+    pieces: list[torch.Tensor] = []
+    current = 0.0
+    for kind, start, end in runs:
+        n = end - start
+        if kind == 0:
+            pieces.append((torch.arange(n, dtype=torch.float64) + current).expand(3, n))
+            current += n
+            continue
+        grid = _next_grid(grids, "video_grids", n, start)
+        f, h, w = grid[0], grid[1] // spatial_merge_size, grid[2] // spatial_merge_size
+        _check_count("video_grids", grid, f * h * w, n, start)
+        block = _block(torch.arange(f), h, w).double()  # [3, n] (i, j, k)
+        t = current + delta * block[0]
+        pieces.append(torch.stack([t, t + block[1] - h // 2, t + block[2] - w // 2]))
+        current += delta * f
+    ids = torch.cat(pieces, dim=1) if pieces else torch.zeros(3, 0, dtype=torch.float64)
+    if float(delta).is_integer():
+        out, d = _finish([ids.round().long()])
+        return out, d
+    return ids, 0
+
+
+def hope_position_ids(
+    token_types: torch.Tensor,
+    video_grids: Sequence[Grid] = (),
+    *,
+    gamma: float = 1.0,
+    spatial_merge_size: int = 1,
+) -> tuple[torch.Tensor, int]:
+    """HoPE ids: VideoRoPE's diagonal layout with temporal stride ``gamma`` (dynamic temporal scaling).
+
+    HoPE trains with ``gamma`` drawn from a small set (the paper uses values around 1, e.g. 0.5 to 1.5) and picks
+    one at inference; pair the ids with :func:`hope_frequencies` (t pairs at frequency zero).
+    """
+    if gamma <= 0:
+        raise ValueError(f"gamma (temporal scaling) must be > 0, got {gamma}")
+    return videorope_position_ids(token_types, video_grids, delta=gamma, spatial_merge_size=spatial_merge_size)
