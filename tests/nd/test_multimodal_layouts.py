@@ -224,11 +224,45 @@ def test_videorope_diagonal_layout_and_spacing() -> None:
     assert video[1, 0, :, 0].tolist() == [2, 3, 4] and video[2, 1, 0, :].tolist() == [4, 5, 6]  # centred on t
     center = video[:, :, 1, 1]  # the frame centre lies on the diagonal t = h = w
     assert torch.equal(center[0], center[1]) and torch.equal(center[0], center[2])
-    assert ids[:, 21].tolist() == [3 + 2 * 2] * 3  # text resumes after delta * frames
+    assert ids[:, 21].tolist() == [5 + 1] * 3  # text resumes at the last frame's t id + 1
     text_only, _ = videorope_position_ids(torch.zeros(6, dtype=torch.long), delta=3)
     assert torch.equal(text_only, torch.arange(6).expand(3, 6))
     frac, _ = videorope_position_ids(token_types, [[2, 3, 3]], delta=0.5)
     assert frac.dtype == torch.float64 and frac[0, 12].item() == 3.5
+
+
+def _videorope_oracle(kinds: list[int], grids: list[list[int]], delta: float) -> list[list[float]]:
+    """Token-by-token restatement of the VideoRoPE rule (authors' code): [T][3] ids, written independently."""
+    out: list[list[float]] = []
+    nxt, i, g = 0.0, 0, 0
+    while i < len(kinds):
+        if kinds[i] == 0:
+            out.append([nxt] * 3)
+            nxt, i = nxt + 1, i + 1
+            continue
+        f, h, w = grids[g]
+        g += 1
+        for frame in range(f):
+            for row in range(h):
+                for col in range(w):
+                    t = nxt + delta * frame
+                    out.append([t, t + row - (h - 1) // 2, t + col - (w - 1) // 2])
+        i += f * h * w
+        nxt = nxt + delta * (f - 1) + 1
+    return out
+
+
+@pytest.mark.parametrize("delta", [2.0, 0.75, 3.0])
+def test_videorope_ids_match_token_oracle(delta: float) -> None:
+    grids = [[3, 4, 2], [1, 3, 5]]  # even and odd H, W: the centring is (H - 1) // 2
+    kinds = [0] * 4 + [2] * 24 + [0] * 3 + [1] * 15 + [0] * 2
+    ids, rope_delta = videorope_position_ids(torch.tensor(kinds), grids, delta=delta)
+    expected = torch.tensor(_videorope_oracle(kinds, grids, delta), dtype=torch.float64).T
+    torch.testing.assert_close(ids.double(), expected, atol=0, rtol=0)
+    assert rope_delta == float(expected[0].max()) + 1 - len(kinds)
+    assert ids.dtype == (torch.int64 if delta.is_integer() else torch.float64)
+    with pytest.raises(ValueError, match="delta"):
+        videorope_position_ids(torch.tensor(kinds), grids, delta=0.0)
 
 
 def test_hope_nope_on_temporal_pairs_and_scaling() -> None:

@@ -17,11 +17,12 @@ NoPE pairs never turn). Axes are always ``0 = t, 1 = h, 2 = w``.
   chunked pairs; every segment (text run, image, video, audio) starts at ``max(previous ids) + 1``; a vision block
   has t ids ``floor(i * seconds_per_grid * position_id_per_seconds)`` (images: one second per grid), so ids are
   aligned with time (25 ids per second by default); audio tokens count up like text.
-* VideoRoPE (Wei et al. 2025, "VideoRoPE: What Makes for Good Video Rotary Position Embedding?"): low-frequency
-  temporal allocation (t takes the last, lowest-frequency pairs; h and w alternate over the rest, the same pair
-  map as ERNIE's), diagonal layout (a frame's spatial ids are centred on its temporal id:
-  ``h = t_id + i_h - H // 2``, ``w = t_id + i_w - W // 2``) and adjustable temporal spacing
-  ``t_id = start + delta * i``.
+* VideoRoPE (Wei et al. 2025, "VideoRoPE: What Makes for Good Video Rotary Position Embedding?"; rules read from
+  the authors' code, Wiselnn570/VideoRoPE ``videorope-transformer/modeling_videorope.py``): low-frequency temporal
+  allocation (t takes the last, lowest-frequency pairs; h and w alternate over the rest, starting with h: the same
+  pair map as ERNIE's), diagonal layout (a frame's spatial ids are centred on its temporal id:
+  ``h = t_id + i_h - (H - 1) // 2``, ``w = t_id + i_w - (W - 1) // 2``) and adjustable temporal spacing
+  ``t_id = start + delta * i``; the next text starts at ``max t id + 1``.
 * HoPE (Li et al. 2025, "HoPE: Hybrid of Position Embedding for Length Generalization in Vision-Language Models"):
   VideoRoPE's allocation and diagonal layout, but the t pairs (the lowest frequencies) get frequency zero (NoPE
   on the temporal axis) and the temporal spacing is a scaling factor ``gamma`` (dynamic temporal scaling: sampled
@@ -328,18 +329,23 @@ def videorope_position_ids(
     *,
     delta: float = 2.0,
     spatial_merge_size: int = 1,
-) -> tuple[torch.Tensor, int]:
-    """VideoRoPE diagonal-layout ids ``[3, T]`` (float64 when ``delta`` is not an integer) and the rope delta.
+) -> tuple[torch.Tensor, float]:
+    """VideoRoPE diagonal-layout ids ``[3, T]`` and the rope delta (float: ``max t id + 1 - T``).
 
-    Token types 0 text, 2 video (any non-zero run takes the next grid). A video starting at ``s`` with merged grid
-    ``(F, H, W)``: frame ``i``, row ``j``, column ``k`` gets ``t = s + delta * i``, ``h = t + j - H // 2``,
-    ``w = t + k - W // 2`` (spatial ids centred on the frame's temporal id: the diagonal). The next text starts at
-    ``s + delta * F``, so text ids keep advancing by one per token and ``delta`` sets the temporal spacing.
+    ids are int64 when ``delta`` is an integer, float64 otherwise. Token types 0 text, 1 image or 2 video (every
+    non-text run takes the next grid of ``video_grids``; an image is a one-frame video). A visual run starting at
+    ``s`` with merged grid ``(F, H, W)``: frame ``i``, row ``j``, column ``k`` gets ``t = s + delta * i``,
+    ``h = t + j - (H - 1) // 2``, ``w = t + k - (W - 1) // 2`` (spatial ids centred on the frame's temporal id: the
+    diagonal layout). The next text starts at ``max t id + 1 = s + delta * (F - 1) + 1``. Rule read from the
+    authors' code (Wiselnn570/VideoRoPE, ``videorope-transformer/modeling_videorope.py``,
+    ``get_t_scale_rope_index``, ``scale_factor`` = ``delta``; the paper writes the centring as ``-W/2``, ``-H/2``).
     """
+    if not delta > 0:
+        raise ValueError(f"delta (temporal spacing) must be > 0, got {delta} (VideoRoPE uses 2)")
     runs = _check_types(token_types, (0, 1, 2))
     grids = iter([tuple(int(v) for v in g) for g in video_grids])
     pieces: list[torch.Tensor] = []
-    current = 0.0
+    current = 0.0  # the id the next run starts at: max t id so far + 1
     for kind, start, end in runs:
         n = end - start
         if kind == 0:
@@ -351,13 +357,13 @@ def videorope_position_ids(
         _check_count("video_grids", grid, f * h * w, n, start)
         block = _block(torch.arange(f), h, w).double()  # [3, n] (i, j, k)
         t = current + delta * block[0]
-        pieces.append(torch.stack([t, t + block[1] - h // 2, t + block[2] - w // 2]))
-        current += delta * f
+        pieces.append(torch.stack([t, t + block[1] - (h - 1) // 2, t + block[2] - (w - 1) // 2]))
+        current = current + delta * (f - 1) + 1
     ids = torch.cat(pieces, dim=1) if pieces else torch.zeros(3, 0, dtype=torch.float64)
+    rope_delta = current - ids.shape[1]
     if float(delta).is_integer():
-        out, d = _finish([ids.round().long()])
-        return out, d
-    return ids, 0
+        return ids.round().long(), rope_delta
+    return ids, rope_delta
 
 
 def hope_position_ids(
@@ -366,11 +372,11 @@ def hope_position_ids(
     *,
     gamma: float = 1.0,
     spatial_merge_size: int = 1,
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, float]:
     """HoPE ids: VideoRoPE's diagonal layout with temporal stride ``gamma`` (dynamic temporal scaling).
 
-    HoPE trains with ``gamma`` drawn from a small set (the paper uses values around 1, e.g. 0.5 to 1.5) and picks
-    one at inference; pair the ids with :func:`hope_frequencies` (t pairs at frequency zero).
+    HoPE draws ``gamma`` per sample during training from a set of factors (compressing, ``< 1``, and stretching,
+    ``> 1``) and fixes one at inference; pair the ids with :func:`hope_frequencies` (t pairs at frequency zero).
     """
     if gamma <= 0:
         raise ValueError(f"gamma (temporal scaling) must be > 0, got {gamma}")
