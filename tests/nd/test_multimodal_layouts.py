@@ -281,3 +281,93 @@ def test_hope_nope_on_temporal_pairs_and_scaling() -> None:
     assert slow[0, 6].item() - slow[0, 2].item() == 0.5  # frame stride = gamma
     with pytest.raises(ValueError, match="gamma"):
         hope_position_ids(token_types, [[2, 2, 2]], gamma=0.0)
+
+
+# ---- Qwen3-Omni: real-valued time ids and audio in video ---------------------------------------------------------
+
+_Q3_N_WINDOW = 50
+
+
+def _qwen3_omni() -> tuple[types.ModuleType, types.SimpleNamespace]:
+    modeling = pytest.importorskip("transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe")
+    cls = modeling.Qwen3OmniMoePreTrainedModelForConditionalGeneration
+    fake = types.SimpleNamespace(
+        spatial_merge_size=2,
+        config=types.SimpleNamespace(
+            image_token_id=_IMG, video_token_id=_VID, audio_token_id=_AUD, vision_start_token_id=_VS,
+            audio_start_token_id=_AS, position_id_per_seconds=13,
+            audio_config=types.SimpleNamespace(n_window=_Q3_N_WINDOW),
+        ),
+    )
+    fake.get_llm_pos_ids_for_vision = lambda *a, **kw: cls.get_llm_pos_ids_for_vision(fake, *a, **kw)
+    fake.get_rope_index = lambda *a, **kw: cls.get_rope_index(fake, *a, **kw)
+    return modeling, fake
+
+
+def test_qwen3_omni_position_ids_match_transformers() -> None:
+    modeling, fake = _qwen3_omni()
+    n_audio = int(modeling._get_feat_extract_output_lengths(torch.tensor(40), _Q3_N_WINDOW))
+    # text 2, <vs> image (1, 4, 6)->6 <ve>, text 1, <as> audio <ae>, <vs> video (3, 4, 4)->12 <ve>, text 2
+    seq = ([_TXT] * 2 + [_VS] + [_IMG] * 6 + [_VE] + [_TXT] + [_AS] + [_AUD] * n_audio + [_AE]
+           + [_VS] + [_VID] * 12 + [_VE] + [_TXT] * 2)
+    kinds = {_IMG: 1, _VID: 2, _AUD: 3}
+    token_types = torch.tensor([kinds.get(t, 0) for t in seq])
+    images, videos, spg = [[1, 4, 6]], [[3, 4, 4]], [0.5]  # 0.5 s * 13 ids/s: t ids 6.5 apart, not floored
+    ref, ref_delta = fake.get_rope_index(
+        torch.tensor([seq]), torch.tensor(images), torch.tensor(videos), torch.ones(1, len(seq), dtype=torch.long),
+        False, torch.tensor([40]), torch.tensor(spg),
+    )
+    ids, delta = omni_position_ids(token_types, images, videos, seconds_per_grid=spg, position_id_per_seconds=13,
+                                   version="qwen3")
+    assert ids.dtype == torch.float64
+    torch.testing.assert_close(ids, ref[:, 0].double(), atol=1e-5, rtol=0)
+    assert delta == pytest.approx(float(ref_delta[0, 0]))
+    video_t = ids[0, token_types == 2].unique() - ids[0, token_types == 2].min()
+    assert video_t.tolist() == [0.0, 6.5, 13.0]
+    floored, _ = omni_position_ids(token_types, images, videos, seconds_per_grid=spg, position_id_per_seconds=13)
+    assert (floored[0, token_types == 2].unique() - floored[0, token_types == 2].min()).tolist() == [0, 6, 13]
+
+
+# (audio frames, video grid): the video outlasts the audio; the audio outlasts it; the audio outlasts the video's t
+# ids (0, 13) but not its w ids (0..19), where transformers restarts after the audio anyway
+@pytest.mark.parametrize(("audio_seqlen", "grid"), [(40, [4, 4, 6]), (400, [4, 4, 6]), (110, [2, 2, 40])])
+def test_qwen3_omni_audio_in_video_matches_transformers(audio_seqlen: int, grid: list[int]) -> None:
+    modeling, fake = _qwen3_omni()
+    n_audio = int(modeling._get_feat_extract_output_lengths(torch.tensor(audio_seqlen), _Q3_N_WINDOW))
+    videos, spg = [grid], [1.0]  # t ids 13 apart
+    clip = grid[0] * (grid[1] // 2) * (grid[2] // 2) + n_audio
+    # text 3, <vs> image (1, 2, 4)->2 <ve>, text 1, <vs><as> clip (video + its audio, merged by time) <ae><ve>, text 2
+    # (transformers reads only the clip's length and that audio tokens exist, not their order inside the clip)
+    seq = ([_TXT] * 3 + [_VS] + [_IMG] * 2 + [_VE] + [_TXT] + [_VS, _AS] + [_VID] * (clip - n_audio)
+           + [_AUD] * n_audio + [_AE, _VE] + [_TXT] * 2)
+    token_types = torch.tensor([1 if t == _IMG else 4 if t in (_VID, _AUD) else 0 for t in seq])
+    images = [[1, 2, 4]]
+    ref, ref_delta = fake.get_rope_index(
+        torch.tensor([seq]), torch.tensor(images), torch.tensor(videos), torch.ones(1, len(seq), dtype=torch.long),
+        True, torch.tensor([audio_seqlen]), torch.tensor(spg),
+    )
+    ids, delta = omni_position_ids(token_types, images, videos, seconds_per_grid=spg, position_id_per_seconds=13,
+                                   version="qwen3")
+    torch.testing.assert_close(ids, ref[:, 0].double(), atol=1e-5, rtol=0)
+    assert delta == pytest.approx(float(ref_delta[0, 0]))
+    run_t = ids[0, token_types == 4]
+    assert torch.all(run_t[1:] >= run_t[:-1])  # the clip's tokens are in time order
+    with pytest.raises(ValueError, match="version='qwen3' only"):
+        omni_position_ids(token_types, images, videos, seconds_per_grid=spg)  # qwen2_5: no type 4
+
+
+def test_qwen3_omni_cos_sin_match_transformers() -> None:
+    modeling, _ = _qwen3_omni()
+    conf = pytest.importorskip("transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe")
+    section = [6, 5, 5]  # (t, h, w): r = 16, head_dim 32
+    cfg = conf.Qwen3OmniMoeTextConfig(
+        hidden_size=64, num_attention_heads=2, head_dim=32,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": section},
+    )
+    hf = modeling.Qwen3OmniMoeThinkerTextRotaryEmbedding(cfg)
+    ids = torch.stack([torch.randint(0, 60, (2, 30)), torch.randint(0, 60, (2, 30)), torch.randint(0, 60, (2, 30))])
+    cos_hf, sin_hf = hf(torch.zeros(1), ids)  # [B, T, 2r], halves duplicated
+    inv_freq = 1.0 / (1e6 ** (torch.arange(0, 32, 2, dtype=torch.float) / 32))
+    cos, sin = layout_cos_sin(inv_freq, ids, layout_pair_axes("qwen3_omni", section))
+    torch.testing.assert_close(torch.cat([cos, cos], -1), cos_hf, atol=2e-6, rtol=0)
+    torch.testing.assert_close(torch.cat([sin, sin], -1), sin_hf, atol=2e-6, rtol=0)

@@ -17,6 +17,9 @@ NoPE pairs never turn). Axes are always ``0 = t, 1 = h, 2 = w``.
   chunked pairs; every segment (text run, image, video, audio) starts at ``max(previous ids) + 1``; a vision block
   has t ids ``floor(i * seconds_per_grid * position_id_per_seconds)`` (images: one second per grid), so ids are
   aligned with time (25 ids per second by default); audio tokens count up like text.
+* Qwen3-Omni (transformers 5.24, ``models/qwen3_omni_moe/modeling_qwen3_omni_moe.py``, ``get_rope_index``): Qwen3-VL's
+  interleaved pairs; the same time-aligned ids without the floor (real-valued t ids), and with
+  ``use_audio_in_video`` the video and audio ids of one clip merged by t id.
 * VideoRoPE (Wei et al. 2025, "VideoRoPE: What Makes for Good Video Rotary Position Embedding?"; rules read from
   the authors' code, Wiselnn570/VideoRoPE ``videorope-transformer/modeling_videorope.py``): low-frequency temporal
   allocation (t takes the last, lowest-frequency pairs; h and w alternate over the rest, starting with h: the same
@@ -65,6 +68,7 @@ MULTIMODAL_LAYOUTS: dict[str, bool] = {
     "qwen2_vl": False,
     "qwen3_vl": False,
     "qwen2_5_omni": False,
+    "qwen3_omni": False,
     "ernie4_5_vl": True,
     "videorope": False,
     "hope": False,
@@ -128,7 +132,7 @@ def layout_pair_axes(layout: str, mrope_section: Sequence[int]) -> torch.Tensor:
     sec = _sections(mrope_section, "mrope_section")
     if layout in ("qwen2_vl", "qwen2_5_omni"):
         return mrope_pair_axes(sec, layout="chunked")
-    if layout in ("qwen3_vl", "mrope_interleave"):
+    if layout in ("qwen3_vl", "qwen3_omni", "mrope_interleave"):
         return mrope_interleave_pair_axes(sec)
     if layout == "ernie4_5_vl":
         return ernie_pair_axes(sec)
@@ -280,6 +284,13 @@ def ernie_position_ids(
     return _finish(pieces)
 
 
+def _merge_by_time(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """Interleave ``video: [3, Nv]`` and ``audio: [3, Na]`` ids by t id, video first on ties (both sorted by t)."""
+    both = torch.cat([video, audio], dim=1)
+    order = torch.sort(both[0], stable=True).indices  # stable: video (first) wins ties, each stream keeps its order
+    return both[:, order]
+
+
 def omni_position_ids(
     token_types: torch.Tensor,
     image_grids: Sequence[Grid] = (),
@@ -288,39 +299,70 @@ def omni_position_ids(
     seconds_per_grid: Sequence[float] = (),
     position_id_per_seconds: float = 25.0,
     spatial_merge_size: int = 2,
-) -> tuple[torch.Tensor, int]:
-    """Qwen2.5-Omni time-aligned ``(t, h, w)`` ids ``[3, T]`` int64 of one sequence (no audio-in-video), and delta.
+    version: str = "qwen2_5",
+) -> tuple[torch.Tensor, float]:
+    """Qwen-Omni time-aligned ``(t, h, w)`` ids ``[3, T]`` of one sequence, and the rope delta (``max id + 1 - T``).
 
-    Token types 0 text, 1 image, 2 video, 3 audio. Each run starts at ``max(previous ids) + 1``. An image or video
-    with grid ``(t, h, w)`` gets t ids ``floor(i * s * position_id_per_seconds)`` with ``s = 1`` for images and
-    ``seconds_per_grid[k]`` for the k-th video (temporal patch size / fps), h and w divided by
-    ``spatial_merge_size``. Audio tokens count up like text (their number is the audio encoder's output length).
+    Token types 0 text, 1 image, 2 video, 3 audio, 4 a video with its audio track (``use_audio_in_video``; Qwen3-Omni
+    only). Each run starts at ``max(previous ids) + 1`` (the vision/audio start and end markers are text). An image
+    or video with grid ``(t, h, w)`` gets t ids ``i * s * position_id_per_seconds`` with ``s = 1`` for images and
+    ``seconds_per_grid[k]`` for the k-th video (temporal patch size / fps), h and w divided by ``spatial_merge_size``.
+    Audio tokens count up like text (their number is the audio encoder's output length).
+
+    ``version="qwen2_5"`` (Qwen2.5-Omni) floors the t ids to integers: int64 ids. ``version="qwen3"`` (Qwen3-Omni)
+    keeps them real (float64 ids, t computed in float32 as transformers does) and supports type 4: a run of
+    ``n = video tokens + audio tokens`` whose audio ids ``start + arange(n - video tokens)`` are merged with the video
+    ids by t id (video first on ties), which is the order the run's tokens must have; when the audio outlasts the
+    video the next run starts after the last audio id (as transformers does, even if a video h/w id is larger).
     """
-    runs = _check_types(token_types, (0, 1, 2, 3))
+    if version not in ("qwen2_5", "qwen3"):
+        raise ValueError(f"version must be 'qwen2_5' (Qwen2.5-Omni) or 'qwen3' (Qwen3-Omni), got {version!r}")
+    real = version == "qwen3"
+    if not real and bool((token_types == 4).any()):
+        raise ValueError("audio in video (token type 4) is implemented for version='qwen3' only; Qwen2.5-Omni's "
+                         "chunked video/audio interleaving is not (mark its tokens as separate video and audio runs)")
+    runs = _check_types(token_types, (0, 1, 2, 3, 4) if real else (0, 1, 2, 3))
     grids = {1: iter([tuple(int(v) for v in g) for g in image_grids]),
              2: iter([tuple(int(v) for v in g) for g in video_grids])}
     seconds = iter([float(s) for s in seconds_per_grid])
+    dtype = torch.float64 if real else torch.int64
     pieces: list[torch.Tensor] = []
+    st: float | int = 0  # where the next run starts
     for kind, start, end in runs:
         n = end - start
-        st = int(pieces[-1].max()) + 1 if pieces else 0
         if kind in (0, 3):
-            pieces.append(torch.arange(st, st + n).expand(3, n))
+            pieces.append((torch.arange(n, dtype=dtype) + st).expand(3, n))
+            st = pieces[-1].max().item() + 1 if n else st
             continue
         name = "image_grids" if kind == 1 else "video_grids"
-        grid = _next_grid(grids[kind], name, n, start)
+        grid = _next_grid(grids[min(kind, 2)], name, n, start)
         h, w = grid[1] // spatial_merge_size, grid[2] // spatial_merge_size
-        _check_count(name, grid, grid[0] * h * w, n, start)
+        made = grid[0] * h * w
+        if kind == 4 and made >= n:
+            raise ValueError(f"audio-in-video run at position {start} has {n} tokens but its video alone makes {made}; "
+                             "the run must hold the video tokens and the audio tokens")
+        if kind != 4:
+            _check_count(name, grid, made, n, start)
         if kind == 1:
-            t_ids = (torch.arange(grid[0]) * position_id_per_seconds).long()
+            sec = 1.0
         else:
-            s = next(seconds, None)
-            if s is None:
+            got = next(seconds, None)
+            if got is None:
                 raise ValueError(f"video at position {start} has no entry left in seconds_per_grid "
                                  "(one per video: temporal_patch_size / fps, e.g. 2 / 2.0 = 1.0)")
-            t_ids = (torch.arange(grid[0]) * torch.tensor(s, dtype=torch.float32) * position_id_per_seconds).long()
-        pieces.append(_block(t_ids, h, w) + st)
-    return _finish(pieces)
+            sec = got
+        t_ids = torch.arange(grid[0]) * torch.tensor(sec, dtype=torch.float32) * position_id_per_seconds
+        block = _block(t_ids.to(torch.float64) if real else t_ids.long(), h, w) + st
+        nxt = block.max().item() + 1
+        if kind == 4:
+            audio = (torch.arange(n - made, dtype=dtype) + st).expand(3, -1)
+            if block[0, -1] <= audio[0, -1]:  # the audio outlasts the video: transformers restarts after the audio
+                nxt = audio.max().item() + 1
+            block = _merge_by_time(block, audio)
+        pieces.append(block)
+        st = nxt
+    ids = torch.cat(pieces, dim=1) if pieces else torch.zeros(3, 0, dtype=dtype)
+    return ids, (float(ids.max()) + 1 - ids.shape[1]) if ids.numel() else 0.0
 
 
 def videorope_position_ids(
