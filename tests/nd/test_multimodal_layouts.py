@@ -18,6 +18,7 @@ from ropekit.nd.multimodal import (
     mhrope_cos_sin,
     mhrope_head_axes,
     mrope_interleave_pair_axes,
+    mrope_interleave_position_ids,
     omni_position_ids,
     videorope_pair_axes,
     videorope_position_ids,
@@ -117,6 +118,48 @@ def test_mhrope_heads_follow_one_axis_each() -> None:
         ref_cos, ref_sin = rope_cos_sin(inv_freq, ids[a])  # the head is 1-D RoPE on its axis' ids
         torch.testing.assert_close(cos[:, h], ref_cos, atol=0, rtol=0)
         torch.testing.assert_close(sin[:, h], ref_sin, atol=0, rtol=0)
+
+
+def test_mhrope_pads_unused_heads_with_nope() -> None:
+    head_axes = mhrope_head_axes([2, 3, 3], num_heads=10)  # the authors' default split, two spare heads
+    assert head_axes.tolist() == [0, 0, 1, 1, 1, 2, 2, 2, -1, -1]
+    cos, sin = mhrope_cos_sin(_ladder(4), torch.randint(0, 50, (3, 6)), head_axes)
+    assert torch.all(cos[8:] == 1) and torch.all(sin[8:] == 0) and not torch.all(cos[:8] == 1)
+    with pytest.raises(ValueError, match="num_heads"):
+        mhrope_head_axes([2, 3, 3], num_heads=7)
+
+
+def _mrope_i_oracle(kinds: list[int], grids: list[list[int]], reset: bool, stride: int) -> list[list[int]]:
+    """Token-by-token restatement of the MRoPE-I / spatial-reset rule (authors' code), written independently."""
+    out: list[list[int]] = []
+    nxt, i, g = 0, 0, 0
+    while i < len(kinds):
+        if kinds[i] == 0:
+            out.append([nxt] * 3)
+            nxt, i = nxt + 1, i + 1
+            continue
+        f, h, w = grids[g]
+        g += 1
+        off = 0 if reset else nxt
+        for frame in range(f):
+            for row in range(h):
+                for col in range(w):
+                    out.append([nxt + stride * frame, off + row, off + col])
+        i += f * h * w
+        nxt = (nxt + max(stride * (f - 1), h - 1, w - 1) + 1) if reset else max(max(p) for p in out) + 1
+    return out
+
+
+@pytest.mark.parametrize(("reset", "stride"), [(True, 1), (True, 3), (False, 1), (False, 2)])
+def test_mrope_interleave_position_ids_match_token_oracle(reset: bool, stride: int) -> None:
+    # text 2, image (1, 8, 4) merged 2x2 -> (1, 4, 2), text 3, video (3, 4, 6) -> (3, 2, 3), text 2
+    kinds = [0] * 2 + [1] * 8 + [0] * 3 + [2] * 18 + [0] * 2
+    ids, delta = mrope_interleave_position_ids(torch.tensor(kinds), [[1, 8, 4]], [[3, 4, 6]],
+                                               spatial_reset=reset, temporal_stride=stride)
+    expected = torch.tensor(_mrope_i_oracle(kinds, [[1, 4, 2], [3, 2, 3]], reset, stride)).T
+    assert torch.equal(ids, expected) and delta == int(expected.max()) + 1 - len(kinds)
+    if reset:  # every image starts its spatial frame at (0, 0)
+        assert ids[1:, 2].tolist() == [0, 0] and ids[1:, 13].tolist() == [0, 0]
 
 
 @pytest.mark.parametrize("layout", ["qwen2_vl", "qwen3_vl", "mrope_interleave", "ernie4_5_vl", "videorope"])

@@ -58,6 +58,7 @@ __all__ = [
     "mhrope_cos_sin",
     "mhrope_head_axes",
     "mrope_interleave_pair_axes",
+    "mrope_interleave_position_ids",
     "omni_position_ids",
     "videorope_pair_axes",
     "videorope_position_ids",
@@ -179,10 +180,20 @@ def hope_frequencies(inv_freq: torch.Tensor, temporal_pairs: int) -> tuple[torch
     return axes, axes == 0
 
 
-def mhrope_head_axes(heads_per_axis: Sequence[int]) -> torch.Tensor:
-    """MHRoPE head -> axis map ``[H]``: the first ``heads_per_axis[0]`` heads follow t, then h, then w."""
+def mhrope_head_axes(heads_per_axis: Sequence[int], num_heads: int | None = None) -> torch.Tensor:
+    """MHRoPE head -> axis map ``[H]``: the first ``heads_per_axis[0]`` heads follow t, then h, then w.
+
+    ``num_heads`` (default ``sum(heads_per_axis)``) pads the map with ``-1``: heads without rotation (NoPE), as
+    the authors' code does for unused heads (JJJYmmm/Multimodal-RoPEs, ``freq_allocation/mhrope.py``; there the
+    heads are the key/value heads, default ``(2, 3, 3)`` of 8). Under grouped-query attention expand the map to
+    the query heads with ``head_axes.repeat_interleave(num_query_heads // num_kv_heads)``.
+    """
     counts = _sections(heads_per_axis, "heads_per_axis (t, h, w)")
-    return torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
+    total = sum(counts) if num_heads is None else int(num_heads)
+    if total < sum(counts) or total == 0:
+        raise ValueError(f"num_heads={num_heads} must be >= sum(heads_per_axis)={sum(counts)} and > 0")
+    axes = torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
+    return torch.cat([axes, torch.full((total - sum(counts),), -1, dtype=torch.int64)])
 
 
 def mhrope_cos_sin(
@@ -190,15 +201,20 @@ def mhrope_cos_sin(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MHRoPE ``cos, sin: [..., H, T, r]``: head ``h`` rotates every pair by its axis ``head_axes[h]`` id.
 
-    ``position_ids: [3, ..., T]``; apply with :func:`ropekit.apply_rotary` to ``q: [..., H, T, D]``.
+    ``position_ids: [3, ..., T]``; ``head_axes: [H]`` in {-1, 0, 1, 2} (-1: no rotation); apply with
+    :func:`ropekit.apply_rotary` to ``q: [..., H, T, D]``.
     """
     _check_ids(position_ids)
     if head_axes.dim() != 1 or head_axes.numel() == 0:
         raise ValueError(f"head_axes must be a non-empty [H] map, got shape {tuple(head_axes.shape)}")
     r = inv_freq.numel()
-    freqs = torch.stack(
-        [frequencies_from_pair_axes(inv_freq, torch.full((r,), int(a)), 3) for a in head_axes.tolist()]
-    )  # [H, 3, r]
+    rows = []
+    for a in head_axes.tolist():
+        if a == -1:
+            rows.append(torch.zeros(3, r, dtype=inv_freq.dtype))
+        else:
+            rows.append(frequencies_from_pair_axes(inv_freq, torch.full((r,), int(a)), 3))
+    freqs = torch.stack(rows)  # [H, 3, r]
     positions = position_ids.movedim(0, -1).unsqueeze(-3)  # [..., 1, T, 3]
     return nd_cos_sin(freqs, positions)  # [..., H, T, r]
 
@@ -423,3 +439,51 @@ def hope_position_ids(
     if gamma <= 0:
         raise ValueError(f"gamma (temporal scaling) must be > 0, got {gamma}")
     return videorope_position_ids(token_types, video_grids, delta=gamma, spatial_merge_size=spatial_merge_size)
+
+
+def mrope_interleave_position_ids(
+    token_types: torch.Tensor,
+    image_grids: Sequence[Grid] = (),
+    video_grids: Sequence[Grid] = (),
+    *,
+    spatial_reset: bool = True,
+    temporal_stride: int = 1,
+    spatial_merge_size: int = 2,
+) -> tuple[torch.Tensor, int]:
+    """MRoPE-I position ids ``[3, T]`` int64 of one sequence and the rope delta (``max id + 1 - T``).
+
+    Huang et al. 2025's position design, rule read from the authors' code (JJJYmmm/Multimodal-RoPEs,
+    ``pos_design/mrope_i.py``). Token types 0 text, 1 image, 2 video; a visual run starting at ``s`` with merged
+    grid ``(F, H, W)`` gets ``t = s + temporal_stride * i``. With ``spatial_reset`` its h, w ids restart at zero
+    (``h = j``, ``w = k``: every image has the same spatial frame) and the next token (the vision-end marker)
+    gets ``s + max(temporal_stride * (F - 1), H - 1, W - 1) + 1``; without it ``h = s + j``, ``w = s + k`` and the
+    next run starts at ``max id + 1`` (Qwen2-VL's rule). As there, Qwen3-VL style inputs pass one ``(1, h, w)``
+    grid per video frame (timestamps separate the frames).
+    """
+    if temporal_stride < 1:
+        raise ValueError(f"temporal_stride must be a positive integer, got {temporal_stride}")
+    runs = _check_types(token_types, (0, 1, 2))
+    grids = {1: iter([tuple(int(v) for v in g) for g in image_grids]),
+             2: iter([tuple(int(v) for v in g) for g in video_grids])}
+    pieces: list[torch.Tensor] = []
+    st = 0
+    for kind, start, end in runs:
+        n = end - start
+        if kind == 0:
+            pieces.append(torch.arange(st, st + n).expand(3, n))
+            st += n
+            continue
+        name = "image_grids" if kind == 1 else "video_grids"
+        grid = _next_grid(grids[kind], name, n, start)
+        f, h, w = grid[0], grid[1] // spatial_merge_size, grid[2] // spatial_merge_size
+        _check_count(name, grid, f * h * w, n, start)
+        block = _block(torch.arange(f) * temporal_stride, h, w)  # [3, n] (stride * i, j, k)
+        if spatial_reset:
+            nxt = st + int(block.max()) + 1
+            block[0] += st
+        else:
+            block = block + st
+            nxt = int(block.max()) + 1
+        pieces.append(block)
+        st = nxt
+    return _finish(pieces)
