@@ -28,13 +28,17 @@ NoPE pairs never turn). Axes are always ``0 = t, 1 = h, 2 = w``.
   ``t_id = start + delta * i``; the next text starts at ``max t id + 1``.
 * HoPE (Li et al. 2025, "HoPE: Hybrid of Position Embedding for Length Generalization in Vision-Language Models"):
   VideoRoPE's allocation and diagonal layout, but the t pairs (the lowest frequencies) get frequency zero (NoPE
-  on the temporal axis) and the temporal spacing is a scaling factor ``gamma`` (dynamic temporal scaling: sampled
-  in training, chosen at inference).
-* MRoPE-I and MHRoPE (Huang et al. 2025, "Revisiting Multimodal Positional Encoding in Vision-Language Models"):
-  MRoPE-I deals pairs round-robin ``t, h, w, t, h, w, ...`` (Qwen3-VL's map, :func:`ropekit.nd.mrope_pair_axes`
-  ``layout="interleaved"``); MHRoPE gives each axis its own heads, each head using the full ladder on its axis.
+  on the temporal axis, text tokens included) and the temporal spacing is a scaling factor ``gamma`` (dynamic
+  temporal scaling: sampled in training, chosen at inference). Checked against the re-implementation in
+  JJJYmmm/Multimodal-RoPEs (``pos_design/hope.py``, ``freq_allocation/hope.py``), not the HoPE authors' own code.
+* MRoPE-I and MHRoPE (Huang et al. 2025, "Revisiting Multimodal Positional Encoding in Vision-Language Models";
+  rules read from the authors' code, JJJYmmm/Multimodal-RoPEs): MRoPE-I deals pairs round-robin
+  ``t, h, w, t, h, w, ...`` (Qwen3-VL's map, :func:`ropekit.nd.mrope_pair_axes` ``layout="interleaved"``) and its
+  position design resets h, w to zero for every image (spatial reset); MHRoPE gives each axis its own heads, each
+  head using the full ladder on its axis (spare heads: no rotation).
 
-Legend: ``position_ids: [3, ..., T]`` (t, h, w), ``token_types: [T]`` (0 text, 1 image, 2 video, 3 audio),
+Legend: ``position_ids: [3, ..., T]`` (t, h, w), ``token_types: [T]`` (0 text, 1 image, 2 video, 3 audio, 4 video
+with its audio, Qwen3-Omni),
 ``cos, sin: [..., T, r]`` (MHRoPE: ``[..., H, T, r]``), ``pair_axes: [r]`` int64 in {0, 1, 2}.
 """
 
@@ -433,8 +437,10 @@ def hope_position_ids(
 ) -> tuple[torch.Tensor, float]:
     """HoPE ids: VideoRoPE's diagonal layout with temporal stride ``gamma`` (dynamic temporal scaling).
 
-    HoPE draws ``gamma`` per sample during training from a set of factors (compressing, ``< 1``, and stretching,
-    ``> 1``) and fixes one at inference; pair the ids with :func:`hope_frequencies` (t pairs at frequency zero).
+    HoPE draws ``gamma`` per visual item during training from a set of factors (compressing, ``< 1``, and
+    stretching, ``> 1``; JJJYmmm/Multimodal-RoPEs ``configs/hope.py`` uses ``0.5, 0.75, 1, 1.25, 1.5``) and fixes one
+    at inference; pair the ids with :func:`hope_frequencies` (t pairs at frequency zero). That re-implementation
+    zeroes the t ids instead of the t frequencies, which gives the same table.
     """
     if gamma <= 0:
         raise ValueError(f"gamma (temporal scaling) must be > 0, got {gamma}")
