@@ -162,9 +162,12 @@ def test_mrope_interleave_position_ids_match_token_oracle(reset: bool, stride: i
         assert ids[1:, 2].tolist() == [0, 0] and ids[1:, 13].tolist() == [0, 0]
 
 
-@pytest.mark.parametrize("layout", ["qwen2_vl", "qwen3_vl", "mrope_interleave", "ernie4_5_vl", "videorope"])
+@pytest.mark.parametrize(
+    "layout", ["qwen2_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni", "mrope_interleave", "ernie4_5_vl", "videorope"]
+)
 def test_text_only_reduces_to_1d_rope(layout: str) -> None:
-    section = {"qwen2_vl": [8, 12, 12], "ernie4_5_vl": [12, 12, 8], "videorope": [8, 12, 12]}.get(layout, [12, 10, 10])
+    section = {"qwen2_vl": [8, 12, 12], "qwen2_5_omni": [8, 12, 12], "ernie4_5_vl": [12, 12, 8],
+               "videorope": [8, 12, 12]}.get(layout, [12, 10, 10])
     inv_freq = _ladder(32)
     pos = torch.cat([torch.arange(40), torch.tensor([70_001, 1_000_003])])
     cos, sin = layout_cos_sin(inv_freq, pos.expand(3, -1), layout_pair_axes(layout, section))
@@ -175,7 +178,9 @@ def test_text_only_reduces_to_1d_rope(layout: str) -> None:
     torch.testing.assert_close(heads_cos, cos1.expand(3, -1, -1), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("layout", ["mrope_interleave", "ernie4_5_vl", "videorope", "mhrope", "hope"])
+@pytest.mark.parametrize(
+    "layout", ["qwen2_5_omni", "qwen3_omni", "mrope_interleave", "ernie4_5_vl", "videorope", "mhrope", "hope"]
+)
 def test_relative_along_each_axis(layout: str) -> None:
     """Scores depend only on id differences: shifting every token's id on one axis changes nothing."""
     torch.manual_seed(0)
