@@ -252,6 +252,33 @@ def test_omni_position_ids_match_transformers() -> None:
         omni_position_ids(token_types, images, videos)
 
 
+# (seconds per grid, audio frames): the video has more chunks; the audio has more; t ids jump over whole chunks
+@pytest.mark.parametrize(("spg", "audio_seqlen"), [(0.96, 400), (0.96, 800), (4.8, 300)])
+def test_omni_audio_in_video_matches_transformers(spg: float, audio_seqlen: int) -> None:
+    fake = _omni_fake()
+    n_audio = ((audio_seqlen - 1) // 2 + 1 - 2) // 2 + 1  # Qwen2.5-Omni's audio encoder output length
+    videos = [[6, 4, 4]]  # 6 grids of 2x2 merged tokens
+    n_video = 6 * 2 * 2
+    # text 2, <vs> image (1, 4, 6)->6 <ve>, text 1, <as> audio <ae>, text 1, <vs><as> clip <ae><ve>, text 2
+    # (transformers reads only where the clip starts and its length, not the order of its tokens)
+    seq = ([_TXT] * 2 + [_VS] + [_IMG] * 6 + [_VE] + [_TXT] + [_AS] + [_AUD] * 10 + [_AE] + [_TXT] + [_VS, _AS]
+           + [_VID] * n_video + [_AUD] * n_audio + [_AE, _VE] + [_TXT] * 2)
+    clip_start = seq.index(_VID)
+    token_types = torch.tensor([1 if t == _IMG else 3 if t == _AUD else 0 for t in seq])
+    token_types[clip_start:clip_start + n_video + n_audio] = 4
+    ref, ref_delta = fake.get_rope_index(
+        torch.tensor([seq]), torch.tensor([[1, 4, 6]]), torch.tensor(videos), None, True,
+        torch.tensor([40, audio_seqlen]), torch.tensor([spg]),
+    )
+    ids, delta = omni_position_ids(token_types, [[1, 4, 6]], videos, seconds_per_grid=[spg])
+    assert torch.equal(ids, ref[:, 0]) and delta == int(ref_delta[0, 0])
+    markers = ids[0, clip_start - 2:clip_start].tolist(), ids[0, clip_start + n_video + n_audio:][:2].tolist()
+    assert markers[0][0] == markers[0][1] and markers[1][0] == markers[1][1]  # paired markers share an id
+    bad = torch.tensor([0] + [4] * (n_video + n_audio) + [0] * 2)  # one token before the clip: no marker pair
+    with pytest.raises(ValueError, match="start markers"):
+        omni_position_ids(bad, [], videos, seconds_per_grid=[spg])
+
+
 # ---- VideoRoPE and HoPE --------------------------------------------------------------------------------------------
 
 
@@ -400,8 +427,9 @@ def test_qwen3_omni_audio_in_video_matches_transformers(audio_seqlen: int, grid:
     assert delta == pytest.approx(float(ref_delta[0, 0]))
     run_t = ids[0, token_types == 4]
     assert torch.all(run_t[1:] >= run_t[:-1])  # the clip's tokens are in time order
-    with pytest.raises(ValueError, match="version='qwen3' only"):
-        omni_position_ids(token_types, images, videos, seconds_per_grid=spg)  # qwen2_5: no type 4
+    assert seq[8:10] == [_VS, _AS] and ids[0, 9] == ids[0, 8] + 1  # Qwen3-Omni counts the start markers
+    q25, _ = omni_position_ids(token_types, images, videos, seconds_per_grid=spg, position_id_per_seconds=13)
+    assert q25[0, 9] == q25[0, 8]  # Qwen2.5-Omni gives them one id
 
 
 def test_qwen3_omni_cos_sin_match_transformers() -> None:

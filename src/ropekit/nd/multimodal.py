@@ -311,6 +311,35 @@ def _merge_by_time(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
     return both[:, order]
 
 
+def _time_chunks(t_ids: list[int], ids_per_chunk: int, origin: int) -> list[tuple[int, int]]:
+    """``[start, end)`` index ranges of consecutive t ids, a new chunk each time ``t - origin`` reaches the next
+    multiple of ``ids_per_chunk`` (at most one new chunk per token, as Qwen2.5-Omni's ``get_chunked_index``)."""
+    bounds, begin, chunk = [], 0, 1
+    for i, t in enumerate(t_ids):
+        if t - origin >= chunk * ids_per_chunk:
+            bounds.append((begin, i))
+            begin, chunk = i, chunk + 1
+    bounds.append((begin, len(t_ids)))
+    return bounds
+
+
+def _chunk_interleave(video: torch.Tensor, audio: torch.Tensor, ids_per_chunk: int, origin: int) -> tuple[
+    torch.Tensor, int
+]:
+    """Qwen2.5-Omni audio in video: video chunk j then audio chunk j; returns ``[3, Nv + Na]`` and the next start."""
+    if ids_per_chunk <= 0:
+        raise ValueError(f"position_id_per_seconds * seconds_per_chunk must be >= 1 id, got {ids_per_chunk}")
+    v_chunks = _time_chunks(video[0].tolist(), ids_per_chunk, origin)
+    a_chunks = _time_chunks(audio[0].tolist(), ids_per_chunk, origin)
+    parts: list[torch.Tensor] = []
+    for j in range(max(len(v_chunks), len(a_chunks))):
+        if j < len(v_chunks):
+            parts.append(video[:, v_chunks[j][0]:v_chunks[j][1]])
+        if j < len(a_chunks):
+            parts.append(audio[:, a_chunks[j][0]:a_chunks[j][1]])
+    return torch.cat(parts, dim=1), int(parts[-1].max()) + 1
+
+
 def omni_position_ids(
     token_types: torch.Tensor,
     image_grids: Sequence[Grid] = (),
@@ -320,11 +349,12 @@ def omni_position_ids(
     position_id_per_seconds: float = 25.0,
     spatial_merge_size: int = 2,
     version: str = "qwen2_5",
+    seconds_per_chunk: float = 2.0,
 ) -> tuple[torch.Tensor, float]:
     """Qwen-Omni time-aligned ``(t, h, w)`` ids ``[3, T]`` of one sequence, and the rope delta (``max id + 1 - T``).
 
-    Token types 0 text, 1 image, 2 video, 3 audio, 4 a video with its audio track (``use_audio_in_video``; Qwen3-Omni
-    only). Each run starts at ``max(previous ids) + 1`` (the vision/audio start and end markers are text). An image
+    Token types 0 text, 1 image, 2 video, 3 audio, 4 a video with its audio track (``use_audio_in_video``). Each run
+    starts at ``max(previous ids) + 1`` (the vision/audio start and end markers are text). An image
     or video with grid ``(t, h, w)`` gets t ids ``i * s * position_id_per_seconds`` with ``s = 1`` for images and
     ``seconds_per_grid[k]`` for the k-th video (temporal patch size / fps), h and w divided by ``spatial_merge_size``.
     Audio tokens count up like text (their number is the audio encoder's output length).
@@ -334,22 +364,39 @@ def omni_position_ids(
     ``n = video tokens + audio tokens`` whose audio ids ``start + arange(n - video tokens)`` are merged with the video
     ids by t id (video first on ties), which is the order the run's tokens must have; when the audio outlasts the
     video the next run starts after the last audio id (as transformers does, even if a video h/w id is larger).
+
+    Qwen2.5-Omni's type 4 instead cuts both streams into chunks of ``seconds_per_chunk`` seconds of t ids
+    (``int(position_id_per_seconds * seconds_per_chunk)`` ids) and alternates video chunk ``j``, audio chunk ``j``;
+    the two start markers before the run (``<vision_start><audio_start>``) share one id, so do the two end markers
+    after it, and the next run starts after the last chunk's largest id (as transformers 5.24 does).
     """
     if version not in ("qwen2_5", "qwen3"):
         raise ValueError(f"version must be 'qwen2_5' (Qwen2.5-Omni) or 'qwen3' (Qwen3-Omni), got {version!r}")
     real = version == "qwen3"
-    if not real and bool((token_types == 4).any()):
-        raise ValueError("audio in video (token type 4) is implemented for version='qwen3' only; Qwen2.5-Omni's "
-                         "chunked video/audio interleaving is not (mark its tokens as separate video and audio runs)")
-    runs = _check_types(token_types, (0, 1, 2, 3, 4) if real else (0, 1, 2, 3))
+    runs = _check_types(token_types, (0, 1, 2, 3, 4))
+    kinds = [kind for kind, _, _ in runs]
     grids = {1: iter([tuple(int(v) for v in g) for g in image_grids]),
              2: iter([tuple(int(v) for v in g) for g in video_grids])}
     seconds = iter([float(s) for s in seconds_per_grid])
     dtype = torch.float64 if real else torch.int64
     pieces: list[torch.Tensor] = []
     st: float | int = 0  # where the next run starts
-    for kind, start, end in runs:
+    for r, (kind, start, end) in enumerate(runs):
         n = end - start
+        if kind == 0 and not real and 4 in kinds[max(r - 1, 0):r + 2]:
+            head = 2 if r > 0 and kinds[r - 1] == 4 else 0  # the two end markers of the clip before
+            tail = 2 if r + 1 < len(runs) and kinds[r + 1] == 4 else 0  # the two start markers of the clip after
+            if n < head + tail:
+                raise ValueError(f"text run at position {start} has {n} tokens; next to an audio-in-video run it needs "
+                                 "the two start markers <vision_start><audio_start> before it and the two end markers "
+                                 "after it")
+            paired = [int(st)] * head + list(range(int(st) + (1 if head else 0), int(st) + (1 if head else 0)
+                                                   + n - head - tail))
+            tail_id = paired[-1] + 1 if paired else int(st)
+            paired += [tail_id] * tail
+            pieces.append(torch.tensor(paired, dtype=dtype).expand(3, n))
+            st = pieces[-1].max().item() + 1
+            continue
         if kind in (0, 3):
             pieces.append((torch.arange(n, dtype=dtype) + st).expand(3, n))
             st = pieces[-1].max().item() + 1 if n else st
@@ -374,11 +421,14 @@ def omni_position_ids(
         t_ids = torch.arange(grid[0]) * torch.tensor(sec, dtype=torch.float32) * position_id_per_seconds
         block = _block(t_ids.to(torch.float64) if real else t_ids.long(), h, w) + st
         nxt = block.max().item() + 1
-        if kind == 4:
+        if kind == 4 and real:
             audio = (torch.arange(n - made, dtype=dtype) + st).expand(3, -1)
             if block[0, -1] <= audio[0, -1]:  # the audio outlasts the video: transformers restarts after the audio
                 nxt = audio.max().item() + 1
             block = _merge_by_time(block, audio)
+        elif kind == 4:
+            audio = (torch.arange(n - made, dtype=dtype) + st).expand(3, -1)
+            block, nxt = _chunk_interleave(block, audio, int(position_id_per_seconds * seconds_per_chunk), int(st))
         pieces.append(block)
         st = nxt
     ids = torch.cat(pieces, dim=1) if pieces else torch.zeros(3, 0, dtype=dtype)
