@@ -91,7 +91,8 @@ BAD_INPUTS = [
     ("type and rope_type disagree", freqs({"type": "linear", "rope_type": "yarn"}), ValueError, r"keep one"),
     ("params not a mapping", freqs([("rope_type", "linear")]), ValueError, r"mapping"),
     ("negative seq_len", freqs(None, seq_len=-1), ValueError, r"seq_len must be a positive integer"),
-    ("float positions", lambda: rk.rope_cos_sin(COS[0], torch.arange(4.0)), ValueError, r"integer tensor"),
+    ("float16 positions", lambda: rk.rope_cos_sin(COS[0], torch.arange(4.0).half()), ValueError, r"float32/float64"),
+    ("NaN positions", lambda: rk.rope_cos_sin(COS[0], torch.tensor([0.0, float("nan")])), ValueError, r"finite"),
     ("2-D inv_freq", lambda: rk.rope_cos_sin(COS, torch.arange(4)), ValueError, r"1-D"),
     (
         "HF duplicated tables",

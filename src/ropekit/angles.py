@@ -4,7 +4,8 @@ Every place that turns positions into angles (the functional tier, the KV-cache 
 transformers rotary module, the N-D encodings) checks its positions with :func:`check_positions` and
 reduces float64 angles with :func:`wrap_angles`, so a precision or validation decision is made once.
 
-Legend: ``positions: [...]`` integer, ``inv_freq: [r]`` float, angles ``[..., r]``.
+Legend: ``positions: [...]`` integer (or float32/float64 where a function says so: fractional positions),
+``inv_freq: [r]`` float, angles ``[..., r]``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ __all__ = [
     "check_positions",
     "exact_position_angles",
     "exceeds_exact_range",
+    "fractional_position_angles",
     "position_angles",
+    "split_fractional",
     "varlen_positions",
     "wrap_angles",
 ]
@@ -33,6 +36,7 @@ _TWO_PI = 2 * math.pi
 EXACT_POSITION_LIMIT = 1 << 29
 _DIGIT_BITS = 21  # int64 = three 21-bit digits (the top one signed); a digit times a float64 is within 2**-31 relative
 # 2 pi to 63 significant digits: (2**42 f) mod 2 pi needs about 13 + 17 of them.
+_INT64_BOUND = 2.0**63  # float positions at or beyond this have no int64 integer part
 _TWO_PI_EXACT = Fraction(2 * 314159265358979323846264338327950288419716939937510582097494459, 10**62)
 
 
@@ -42,6 +46,7 @@ def check_positions(
     name: str = "positions",
     dims: tuple[int, ...] | None = None,
     allow_negative: bool = True,
+    allow_float: bool = False,
 ) -> torch.Tensor:
     """Check that ``positions`` is an integer tensor (and, optionally, its rank and sign); return it.
 
@@ -51,27 +56,45 @@ def check_positions(
         dims: accepted numbers of dimensions (e.g. ``(1, 2)`` for ``[T]`` / ``[B, T]``); ``None``: any.
         allow_negative: when False, a negative position is an error. The check reads the minimum (one host
             sync), so it is skipped while ``torch.compile`` traces.
+        allow_float: also accept float32/float64 (fractional) positions. They must be finite and within the
+            int64 range (``|p| < 2**63``: their integer part is reduced exactly, see
+            :func:`fractional_position_angles`); that check reads the values (one host sync, skipped while
+            ``torch.compile`` traces and on meta tensors). float16/bfloat16 are refused: they hold whole numbers
+            exactly only up to 2048/256. Negative float positions follow ``allow_negative`` like integers.
 
     Raises:
-        TypeError: not a tensor. ValueError: float/bool/complex dtype, wrong rank or a negative position.
+        TypeError: not a tensor. ValueError: a dtype that is not accepted, non-finite or out-of-range float
+        positions, wrong rank or a negative position.
     """
     if not isinstance(positions, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of integers, got {type(positions).__name__}")
-    if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
+    is_float = positions.is_floating_point()
+    if is_float and allow_float and positions.dtype not in (torch.float32, torch.float64):
         raise ValueError(
-            f"{name} must be an integer tensor (int32/int64), got {positions.dtype}; "
-            "token positions are whole numbers: use torch.arange(T) or positions.long()"
+            f"{name} must be integers (int32/int64) or float32/float64 fractional positions, got "
+            f"{positions.dtype}, which holds whole numbers exactly only up to "
+            f"{2048 if positions.dtype == torch.float16 else 256}: use positions.double()"
+        )
+    if (is_float and not allow_float) or positions.is_complex() or positions.dtype == torch.bool:
+        raise ValueError(
+            f"{name} must be an integer tensor (int32/int64) here, got {positions.dtype}: these positions index "
+            "table rows or count tokens. Whole-number floats: positions.long(); fractional positions: build the "
+            "cos/sin tables with ropekit.rope_cos_sin(inv_freq, positions) (it accepts float32/float64 positions) "
+            "and apply them without positions="
         )
     if dims is not None and positions.dim() not in dims:
         shapes = " or ".join({1: "[T]", 2: "[B, T]"}.get(d, f"{d}-D") for d in dims)
         raise ValueError(f"{name} must be {shapes}, got shape {tuple(positions.shape)}")
-    if (
-        not allow_negative
-        and positions.numel()
-        and positions.device.type != "meta"
-        and not torch.compiler.is_compiling()
-        and int(positions.min()) < 0
-    ):
+    readable = positions.numel() and positions.device.type != "meta" and not torch.compiler.is_compiling()
+    if is_float and readable:
+        values = positions.detach()
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"{name} must be finite, got NaN or inf positions; check how they were computed")
+        if float(values.abs().max()) >= _INT64_BOUND:
+            raise ValueError(
+                f"{name} must be within the int64 range (|p| < 2**63), got |p| up to {float(values.abs().max()):.3g}"
+            )
+    if not allow_negative and readable and float(positions.min()) < 0:
         raise ValueError(
             f"{name} must be >= 0, got a negative position; left padding should use position 0 for pads "
             "(e.g. positions = (attention_mask.cumsum(-1) - 1).clamp(min=0))"
@@ -179,6 +202,12 @@ def exact_position_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> to
     true angle at any position, ``-2**63`` and ``2**63 - 1`` included. Not differentiable (the frequencies are
     taken as the float32 numbers given); ``positions`` must be integers.
     """
+    return wrap_angles(_exact_angles64(inv_freq, positions))
+
+
+@torch.no_grad()
+def _exact_angles64(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The digit-split sum of :func:`exact_position_angles` before narrowing: ``[..., r]`` float64, ``|a| <= 3 pi``."""
     freqs = [Fraction(float(f)) for f in inv_freq.detach().to(torch.float32).cpu().tolist()]
     table = [[float((Fraction(1 << (_DIGIT_BITS * i)) * f) % _TWO_PI_EXACT) for f in freqs] for i in range(3)]
     c = torch.tensor(table, dtype=torch.float64, device=positions.device)  # [3, r]
@@ -186,5 +215,39 @@ def exact_position_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> to
     mask = (1 << _DIGIT_BITS) - 1
     digits = (p & mask, (p >> _DIGIT_BITS) & mask, p >> (2 * _DIGIT_BITS))  # each |d| < 2**21, exact in float64
     parts = [_wrap64(d.to(torch.float64) * c[i]) for i, d in enumerate(digits)]
-    total = parts[0] + parts[1] + parts[2]  # [..., r], |total| <= 3 pi
-    return wrap_angles(total)
+    return parts[0] + parts[1] + parts[2]  # [..., r], |total| <= 3 pi
+
+
+def split_fractional(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float positions ``[...]`` -> (integer part ``floor(p)`` int64, fraction ``p - floor(p)`` float64 in [0, 1)).
+
+    Both parts are exact (a float minus its floor is representable). The fraction keeps the gradient of
+    ``positions`` (d frac / d p = 1), so angles built from it are differentiable in the positions.
+    No validation (see :func:`check_positions` with ``allow_float=True``).
+    """
+    p64 = positions.to(torch.float64)
+    whole = torch.floor(p64.detach())
+    return whole.to(torch.int64), p64 - whole
+
+
+def fractional_position_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``positions * inv_freq`` for float32/float64 positions in ``[-pi, pi]``: ``[*positions.shape, r]`` float32.
+
+    The position is split into ``n = floor(p)`` (int64) and ``u = p - n`` in [0, 1), both exact. ``n * f`` takes
+    the integer path (the exact float64 product below 2**29, the digit split of :func:`exact_position_angles`
+    beyond, when ``inv_freq`` does not require grad) and ``u * f`` is added in float64 before the one reduction.
+
+    Precision: the positions are taken as the float numbers given (a float32 position of 2**24 + 0.5 does not
+    exist: pass float64 for large fractional positions; float64 resolves 2**-23 at 2**29 and 2**-10 at 2**42).
+    The angle is within one float32 rounding plus 1e-8 rad of the true ``p * f`` of the given ``p`` for every
+    ``|p| < 2**63``, ``u * f`` adding at most one float64 rounding. A whole-number float gives bit for bit the
+    angles of the same integer position (the fraction adds an exact zero). Differentiable in ``positions``
+    (through the fraction: d angle / d p = f) and, below 2**29, in ``inv_freq``.
+    """
+    whole, frac = split_fractional(positions)
+    inv64 = inv_freq.to(torch.float64)
+    if not inv_freq.requires_grad and exceeds_exact_range(whole):
+        base = _exact_angles64(inv_freq, whole)
+    else:
+        base = whole.to(torch.float64).unsqueeze(-1) * inv64  # [..., r], exact below 2**29
+    return wrap_angles(base + frac.unsqueeze(-1) * inv64)

@@ -1,7 +1,8 @@
 """Functional tier: validated public functions on tensors.
 
 Legend: ``x, q, k: [..., T, D]`` (heads before tokens, e.g. ``[B, H, T, D]``, by default; other layouts with
-``layout=``), ``positions: [...]`` integer, ``inv_freq: [r]`` with ``r = rotary_dim / 2``, ``cos, sin: [..., T, r]``
+``layout=``), ``positions: [...]`` integer (float32/float64 fractional positions in :func:`rope_angles` and
+:func:`rope_cos_sin`), ``inv_freq: [r]`` with ``r = rotary_dim / 2``, ``cos, sin: [..., T, r]``
 broadcast over the leading dims of x, or ``[L, r]`` tables indexed by positions.
 
 The math lives in :mod:`ropekit.reference`; this module checks inputs and gives clear errors.
@@ -18,7 +19,9 @@ from ropekit.angles import (
     check_positions,
     exact_position_angles,
     exceeds_exact_range,
+    fractional_position_angles,
     position_angles,
+    split_fractional,
     varlen_positions,
     wrap_angles,
 )
@@ -50,9 +53,16 @@ def rope_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor
     into 21-bit digits: within one float32 rounding plus 1e-8 rad for every int64 position. That choice reads the
     positions' extremes, so under ``torch.compile``, and when ``inv_freq`` requires grad, positions must stay
     below 2**29 (beyond it the float64 product rounds as above). The frequencies are the float32 numbers given.
+
+    Fractional positions: float32/float64 ``positions`` (finite, ``|p| < 2**63``) are split into ``floor(p)``,
+    reduced as above, plus the fraction's angle in float64 (:func:`ropekit.angles.fractional_position_angles`):
+    the same bound for the float number given, bit-identical angles for whole-number floats, and differentiable
+    in the positions.
     """
-    check_positions(positions)
+    check_positions(positions, allow_float=True)
     _check_inv_freq(inv_freq)
+    if positions.is_floating_point():
+        return fractional_position_angles(inv_freq, positions)
     if not inv_freq.requires_grad and exceeds_exact_range(positions):
         return exact_position_angles(inv_freq, positions)
     return position_angles(inv_freq, positions)  # [..., r] in [-pi, pi]
@@ -65,11 +75,14 @@ def rope_cos_sin(
     attention_factor: float = 1.0,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cos`` and ``sin`` tables for integer positions, each ``[*positions.shape, r]``.
+    """``cos`` and ``sin`` tables for integer or fractional positions, each ``[*positions.shape, r]``.
 
     Positions may be any integer tensor: ``arange(T)``, per-batch ``[B, T]`` (offsets, left padding, packed
     sequences with restarting positions) or anything else, up to the int64 range (see :func:`rope_angles`).
-    Accurate to 2e-6 absolute against float64 at positions up to 2**24.
+    Accurate to 2e-6 absolute against float64 at positions up to 2**24. float32/float64 positions are
+    fractional positions (the integer part reduced exactly, the fraction's angle in float64: see
+    :func:`rope_angles`); whole-number floats give bit-identical tables to the same integers. The tables apply
+    with :func:`apply_rotary` without ``positions=`` (whose positions index table rows, so are integers).
     ``attention_factor`` multiplies both (YaRN/LongRoPE's temperature, as transformers does).
     The result is cast to ``dtype`` last.
 
@@ -82,10 +95,14 @@ def rope_cos_sin(
         raise ValueError(f"dtype must be a floating dtype {_FLOATS}, got {dtype}")
     if not (isinstance(attention_factor, (int, float)) and math.isfinite(attention_factor)):
         raise ValueError(f"attention_factor must be a finite number, got {attention_factor!r}")
-    check_positions(positions)
+    check_positions(positions, allow_float=True)
     _check_inv_freq(inv_freq)
     simple = inv_freq.requires_grad or positions.device.type == "meta" or torch.compiler.is_compiling()
-    simple = simple or exceeds_exact_range(positions)  # beyond 2**29: rope_angles' digit-split reduction
+    simple = simple or positions.requires_grad  # learned / content-dependent positions: keep the graph
+    if not simple and positions.is_floating_point():
+        simple = exceeds_exact_range(split_fractional(positions)[0])
+    elif not simple:
+        simple = exceeds_exact_range(positions)  # beyond 2**29: rope_angles' digit-split reduction
     if simple:  # differentiable in inv_freq (learned frequencies), traceable, shape-only on meta
         angles = rope_angles(inv_freq, positions)  # [..., r] float32 in [-pi, pi]
         cos, sin = torch.cos(angles), torch.sin(angles)
@@ -118,9 +135,16 @@ def _cos_sin_chunked(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[t
     angles64 = torch.empty(size, dtype=torch.float64, device=inv_freq.device)  # [rows, r]
     turns64 = torch.empty_like(angles64)
     reduced32 = torch.empty(size, device=inv_freq.device)  # [rows, r] float32
+    fractional = flat.is_floating_point()
     for start in range(0, n_total, rows):
         n = min(rows, n_total - start)
-        angles = torch.outer(flat[start : start + n].to(torch.float64), inv64, out=angles64[:n])  # exact
+        chunk = flat[start : start + n]
+        if fractional:  # floor(p) * f exactly (below 2**29), plus the fraction's angle: as fractional_position_angles
+            whole, frac = split_fractional(chunk)
+            angles = torch.outer(whole.to(torch.float64), inv64, out=angles64[:n])
+            angles.add_(torch.outer(frac, inv64, out=turns64[:n]))  # turns64 is scratch until wrap_angles
+        else:
+            angles = torch.outer(chunk.to(torch.float64), inv64, out=angles64[:n])  # exact
         reduced = wrap_angles(angles, out=reduced32[:n], scratch=turns64[:n])  # [n, r] in [-pi, pi]
         torch.cos(reduced, out=cos[start : start + n])
         torch.sin(reduced, out=sin[start : start + n])
@@ -374,6 +398,8 @@ def apply_rotary(
             half pairing ``(x[j], x[j+r])`` (Hugging Face Llama, GPT-NeoX, Qwen).
         positions: optional integer ``[T]`` or ``[B, T]`` (B = the batch dim; ``[total_tokens]`` for ``"thd"``):
             per-token positions, KV-cache offsets, packed sequences, without building a ``[B, T, r]`` table.
+            They index table rows, so float positions are refused; for fractional positions pass
+            ``rope_cos_sin(inv_freq, positions)`` tables (``[T, r]``, or ``[B, 1, T, r]`` per batch row) instead.
         cu_seqlens: ``"thd"`` only: ``[n_seq + 1]`` int32/int64 cumulative lengths (flash-attention varlen);
             positions restart at 0 (plus ``seqlen_offsets``) for each sequence.
         seqlen_offsets: an int (all rows start there) or a ``[B]`` / ``[n_seq]`` integer tensor (per batch row or
