@@ -5,7 +5,8 @@ Legend: ``x: [B, T, C]`` (``C = d_model``), ``memory: [B, S, C]`` encoder output
 (True = a real token), ``positions``: int offset or int64 ``[T]``/``[B, T]`` (see :mod:`ropekit.models.positions`).
 
 Causal masking is by token order (key ``j`` visible to query ``i`` iff ``j <= i`` in the sequence, cache included),
-never by position values, so randomized or explicit positions do not change what a token can see.
+never by position values, so randomized or explicit positions do not change what a token can see. A sliding
+window (Gemma 3 local layers) is by token order too: query ``i`` sees key ``j`` iff ``i - W < j <= i``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ class Attention(nn.Module):
         causal: mask future tokens (decoders). cross: keys/values come from ``memory`` and no position
             encoding is applied (T5, the original Transformer).
         dropout: attention-probability dropout while training.
+        window: sliding-window size ``W`` (local layers, Gemma 3's ``sliding_window``): causal and within the
+            last ``W`` tokens. ``None``: full attention.
+        temperature: ``(floor_scale, attn_scale)``: Llama 4's NoPE-layer attention temperature tuning, queries at
+            token index ``t`` scaled by ``1 + attn_scale * log1p(floor((t + 1) / floor_scale))`` (transformers,
+            ``models/llama4/modeling_llama4.py``, ``Llama4TextAttention``; Nakanishi 2025, "Scalable-Softmax Is
+            Superior for Attention"). ``None``: no scaling.
     """
 
     def __init__(
@@ -65,9 +72,20 @@ class Attention(nn.Module):
         causal: bool = False,
         cross: bool = False,
         dropout: float = 0.0,
+        window: int | None = None,
+        temperature: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         n_kv_heads = n_kv_heads or n_heads
+        if window is not None and (not causal or cross or isinstance(window, bool) or not isinstance(window, int)):
+            raise ValueError(f"window must be an int on causal self-attention, got {window!r} (causal={causal})")
+        if window is not None and window < 1:
+            raise ValueError(f"window must be a positive number of tokens, got {window}")
+        if temperature is not None and (len(temperature) != 2 or not temperature[0] > 0 or cross):
+            raise ValueError(
+                f"temperature must be (floor_scale > 0, attn_scale), self-attention only, got {temperature}"
+            )
+        self.window, self.temperature = window, temperature
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         if n_heads % n_kv_heads:
@@ -114,6 +132,8 @@ class Attention(nn.Module):
             if pe is not None:
                 q, k = pe.rotate(q, k, positions)
             past = 0 if cache is None or cache.k is None else cache.k.shape[-2]
+            if self.temperature is not None:
+                q = q * self._query_scale(past, T, q.device).to(q.dtype)  # [T, 1] over [B, H, T, D]
             q_pos = positions_tensor(positions, T, x.device).expand(B, T)  # [B, T]
             if cache is not None:
                 if cache.k is not None and cache.v is not None and cache.positions is not None:
@@ -129,6 +149,13 @@ class Attention(nn.Module):
         out = self._attend(q, k, v, bias, key_mask, past)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))  # [B, T, C]
 
+    def _query_scale(self, past: int, T: int, device: torch.device) -> torch.Tensor:
+        """Llama 4 temperature of the queries at token indices ``past .. past + T - 1``: ``[T, 1]`` float32."""
+        assert self.temperature is not None
+        floor_scale, attn_scale = self.temperature
+        t = torch.arange(past, past + T, device=device, dtype=torch.float32)
+        return (torch.log1p(torch.floor((t + 1.0) / floor_scale)) * attn_scale + 1.0).unsqueeze(-1)
+
     @torch.no_grad()
     def logits(
         self, x: torch.Tensor, pe: PositionEncoding | None = None, positions: torch.Tensor | int = 0
@@ -143,6 +170,8 @@ class Attention(nn.Module):
         k = self._heads(self.k_proj(x), self.n_kv_heads)  # [B, Hk, T, D]
         if pe is not None:
             q, k = pe.rotate(q, k, positions)
+        if self.temperature is not None:
+            q = q * self._query_scale(0, T, q.device).to(q.dtype)
         k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # [B, H, T, D]
         scores = q @ k.transpose(-1, -2) / self.head_dim**0.5  # [B, H, T, T]
         if pe is not None:
@@ -164,11 +193,14 @@ class Attention(nn.Module):
         T, Tk = q.shape[-2], k.shape[-2]
         dropout = self.dropout if self.training else 0.0
         gqa = self.n_kv_heads != self.n_heads
-        if bias is None and key_mask is None and self.causal and past == 0 and Tk == T:
+        if bias is None and key_mask is None and self.causal and past == 0 and Tk == T and self.window is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, enable_gqa=gqa)
         mask = torch.zeros(1, 1, T, Tk, device=q.device, dtype=q.dtype) if bias is None else bias.to(q.dtype)
         if self.causal:
-            visible = torch.arange(Tk, device=q.device) <= (past + torch.arange(T, device=q.device)).unsqueeze(-1)
+            query_index = (past + torch.arange(T, device=q.device)).unsqueeze(-1)  # [T, 1]
+            visible = torch.arange(Tk, device=q.device) <= query_index
+            if self.window is not None:
+                visible &= torch.arange(Tk, device=q.device) > query_index - self.window
             mask = mask.masked_fill(~visible, float("-inf"))  # [.., T, Tk]
         if key_mask is not None:
             mask = mask.masked_fill(~key_mask[:, None, None, :], float("-inf"))  # [B, .., T, Tk]

@@ -13,7 +13,8 @@ API::
     logits = model(ids)                       # [B, T, V]
     out = model.generate(ids, 32, top_k=1)    # [B, T + 32], KV-cached
 
-``pe`` is the position encoding spec of :mod:`ropekit.models.positions`; the config is JSON-friendly
+``pe`` is the position encoding spec of :mod:`ropekit.models.positions`; ``layers`` an optional per-layer scheme
+(:class:`LayerPattern`: NoPE layers, Llama 4 iRoPE, Gemma 3 local/global layers); the config is JSON-friendly
 (``to_dict``/``from_dict``), which is what checkpoints store.
 """
 
@@ -33,9 +34,119 @@ from ropekit.models.attention import Attention, KVCache, LayerCache
 from ropekit.models.positions import Dims, PositionEncoding, build_position_encoding, normalise_position_spec
 from ropekit.models.positions import random_positions as _random_positions
 
-__all__ = ["TASKS", "Block", "DecoderLM", "EncoderClassifier", "ModelConfig", "Seq2Seq", "build_model"]
+__all__ = [
+    "TASKS",
+    "Block",
+    "DecoderLM",
+    "EncoderClassifier",
+    "LayerPattern",
+    "ModelConfig",
+    "Seq2Seq",
+    "build_model",
+]
 
 TASKS = ("lm", "classify", "seq2seq")
+
+
+_PATTERN_KEYS = (
+    "nope_layers",
+    "nope_every",
+    "use_rope",
+    "attn_temperature_tuning",
+    "floor_scale",
+    "attn_scale",
+    "local_layers",
+    "sliding_window_pattern",
+    "layer_types",
+    "sliding_window",
+    "local_rope_theta",
+)
+
+
+@dataclass(frozen=True)
+class LayerPattern:
+    """Which layers rotate and how: the per-layer schemes of recent models, read from a ``layers`` spec dict.
+
+    NoPE layers (no position encoding in their attention): ``nope_layers`` (indices), ``nope_every=k`` (layer i is
+    NoPE iff ``(i + 1) % k == 0``: Llama 4 iRoPE, transformers' ``no_rope_layer_interval``) or ``use_rope`` (one
+    0/1 flag per layer, 1 = RoPE: the ``no_rope_layers`` lists of Llama 4 and SmolLM3 configs).
+    ``attn_temperature_tuning`` (with ``floor_scale``, default 8192, and ``attn_scale``, default 0.1): Llama 4's
+    query temperature on the NoPE layers (see :class:`~ropekit.models.attention.Attention`).
+    Local layers (causal sliding window of ``sliding_window`` tokens, decoder only): ``local_layers`` (indices),
+    ``sliding_window_pattern=k`` (layer i is local iff ``(i + 1) % k != 0``: Gemma 3) or ``layer_types`` (one
+    ``"sliding_attention"`` / ``"full_attention"`` per layer); ``local_rope_theta`` gives them their own RoPE base
+    (Gemma 3 ``rope_local_base_freq``; needs ``pe`` kind ``rope``). Defaults follow transformers'
+    ``Llama4TextConfig`` and ``Gemma3TextConfig``.
+    """
+
+    n_layers: int
+    nope_layers: tuple[int, ...] = ()
+    local_layers: tuple[int, ...] = ()
+    sliding_window: int | None = None
+    local_rope_theta: float | None = None
+    temperature: tuple[float, float] | None = None
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any] | None, n_layers: int) -> LayerPattern:
+        """Parse a ``layers`` spec (see the class doc) for ``n_layers`` layers; unknown keys raise."""
+        spec = dict(spec or {})
+        unknown = [k for k in spec if k not in _PATTERN_KEYS]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], _PATTERN_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {list(_PATTERN_KEYS)}"
+            raise ValueError(f"unknown layers key(s) {unknown}{hint}")
+        nope = _layer_set(spec, n_layers, ("nope_layers", "nope_every", "use_rope"), "nope")
+        local = _layer_set(spec, n_layers, ("local_layers", "sliding_window_pattern", "layer_types"), "local")
+        window = spec.get("sliding_window")
+        if local and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"local layers need sliding_window, a positive int of tokens, got {window!r}")
+        if not local and window is not None:
+            raise ValueError("sliding_window is set but no layer is local: add local_layers or sliding_window_pattern")
+        theta = spec.get("local_rope_theta")
+        if theta is not None and (not isinstance(theta, (int, float)) or not math.isfinite(theta) or theta <= 1):
+            raise ValueError(f"local_rope_theta must be a finite number > 1, got {theta!r}")
+        temperature = None
+        if spec.get("attn_temperature_tuning"):
+            floor_scale, attn_scale = spec.get("floor_scale", 8192), spec.get("attn_scale", 0.1)
+            if not isinstance(floor_scale, (int, float)) or not floor_scale > 0:
+                raise ValueError(f"floor_scale must be a positive number, got {floor_scale!r}")
+            if not isinstance(attn_scale, (int, float)) or not math.isfinite(attn_scale):
+                raise ValueError(f"attn_scale must be a finite number, got {attn_scale!r}")
+            temperature = (float(floor_scale), float(attn_scale))
+        return cls(n_layers, nope, local, window if local else None, theta, temperature)
+
+    def uses_rope(self, i: int) -> bool:
+        return i not in self.nope_layers
+
+
+def _layer_set(spec: dict[str, Any], n: int, keys: tuple[str, str, str], what: str) -> tuple[int, ...]:
+    given = [k for k in keys if spec.get(k) is not None]
+    if len(given) > 1:
+        raise ValueError(f"give the {what} layers one way, got {given}; keep one of {list(keys)}")
+    if not given:
+        return ()
+    key, value = given[0], spec[given[0]]
+    if key == keys[1]:  # every k-th
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive int, got {value!r}")
+        hit = [(i + 1) % value == 0 for i in range(n)] if what == "nope" else [(i + 1) % value != 0 for i in range(n)]
+        return tuple(i for i in range(n) if hit[i])
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{key} must be a list, got {type(value).__name__}")
+    if key == keys[2]:  # one flag / type per layer
+        if len(value) != n:
+            raise ValueError(f"{key} must have one entry per layer ({n}), got {len(value)}")
+        allowed = (0, 1) if what == "nope" else ("sliding_attention", "full_attention")
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            raise ValueError(f"{key} entries must be in {allowed}, got {bad[:3]}")
+        flag = 0 if what == "nope" else "sliding_attention"
+        return tuple(i for i, v in enumerate(value) if v == flag)
+    if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n for i in value) or len(set(value)) != len(
+        value
+    ):
+        raise ValueError(f"{key} must be distinct layer indices in [0, {n}), got {list(value)}")
+    return tuple(sorted(value))
 
 
 @dataclass(frozen=True)
@@ -59,6 +170,7 @@ class ModelConfig:
     n_classes: int = 2
     pe: dict[str, Any] = field(default_factory=lambda: {"kind": "rope"})
     init_std: float = 0.02
+    layers: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -77,6 +189,15 @@ class ModelConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         object.__setattr__(self, "pe", normalise_position_spec(self.pe))
+        pattern = self.layer_pattern()  # validates
+        if pattern.local_layers and self.task == "classify":
+            raise ValueError("local (sliding-window) layers are causal: use them with task 'lm' or 'seq2seq'")
+        if pattern.local_rope_theta is not None and self.pe.get("kind") != "rope":
+            raise ValueError(f"local_rope_theta needs pe kind 'rope', got {self.pe.get('kind')!r}")
+
+    def layer_pattern(self) -> LayerPattern:
+        """The parsed per-layer scheme (all layers alike when ``layers`` is None)."""
+        return LayerPattern.from_spec(self.layers, self.n_layers)
 
     @property
     def head_dim(self) -> int:
@@ -109,11 +230,21 @@ def _check_count(name: str, value: Any) -> None:
 class Block(nn.Module):
     """Pre-norm block: self-attention, optional cross-attention, GELU MLP, each with a residual."""
 
-    def __init__(self, cfg: ModelConfig, *, causal: bool, cross: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        causal: bool,
+        cross: bool = False,
+        window: int | None = None,
+        temperature: tuple[float, float] | None = None,
+    ) -> None:
         super().__init__()
         C = cfg.d_model
         self.norm1 = nn.LayerNorm(C)
-        self.attn = Attention(C, cfg.n_heads, cfg.n_kv_heads, causal=causal, dropout=cfg.dropout)
+        self.attn = Attention(
+            C, cfg.n_heads, cfg.n_kv_heads, causal=causal, dropout=cfg.dropout, window=window, temperature=temperature
+        )
         self.cross = None
         if cross:
             self.norm_x = nn.LayerNorm(C)
@@ -125,7 +256,7 @@ class Block(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        pe: PositionEncoding,
+        pe: PositionEncoding | None,
         positions: torch.Tensor | int,
         *,
         key_mask: torch.Tensor | None = None,
@@ -156,7 +287,30 @@ class _Stack(nn.Module):
     def __init__(self, cfg: ModelConfig, *, causal: bool, cross: bool = False) -> None:
         super().__init__()
         self.pe = build_position_encoding(cfg.pe, cfg.dims())
-        self.blocks = nn.ModuleList([Block(cfg, causal=causal, cross=cross) for _ in range(cfg.n_layers)])
+        pattern = cfg.layer_pattern()
+        self.pe_local: PositionEncoding | None = None
+        if pattern.local_rope_theta is not None:
+            params = {**(cfg.pe.get("rope_parameters") or {}), "rope_type": "default"}
+            params = {k: v for k, v in params.items() if k in ("rope_type", "partial_rotary_factor")}
+            local = {**cfg.pe, "rope_parameters": {**params, "rope_theta": pattern.local_rope_theta}}
+            self.pe_local = build_position_encoding(local, cfg.dims())  # Gemma 3: local layers unscaled
+        blocks = []
+        self.layer_pe: list[str] = []  # per layer: "global", "local" or "none"
+        for i in range(cfg.n_layers):
+            local_i = causal and i in pattern.local_layers
+            nope = not pattern.uses_rope(i)
+            temperature = pattern.temperature if nope else None
+            blocks.append(
+                Block(
+                    cfg,
+                    causal=causal,
+                    cross=cross,
+                    window=pattern.sliding_window if local_i else None,
+                    temperature=temperature,
+                )
+            )
+            self.layer_pe.append("none" if nope else "local" if local_i and self.pe_local is not None else "global")
+        self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -188,7 +342,8 @@ class _Stack(nn.Module):
         x = self.drop(self.pe.embed(x, pos))  # [B, T, C]
         for i, block in enumerate(self.blocks):
             layer_cache = cache.layers[i] if cache is not None else None
-            x = block(x, self.pe, pos, key_mask=key_mask, memory=memory, memory_mask=memory_mask, cache=layer_cache)
+            pe = {"global": self.pe, "local": self.pe_local, "none": None}[self.layer_pe[i]]
+            x = block(x, pe, pos, key_mask=key_mask, memory=memory, memory_mask=memory_mask, cache=layer_cache)
         if cache is not None:
             cache.length += x.shape[1]
         return self.norm(x)
