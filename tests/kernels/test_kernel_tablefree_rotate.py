@@ -24,7 +24,7 @@ def test_cpp_matches_torch_form(interleaved, dtype, start):
     got = tablefree.rotate(q, k, positions, inv, backend="cpp", **kw)
     ref = tablefree.rotate(q, k, positions, inv, backend="reference", **kw)
     tol = 1e-6 if dtype == torch.float32 else 1e-2
-    for a, b in zip(got, ref):
+    for a, b in zip(got, ref, strict=True):
         assert a is not None and b is not None
         torch.testing.assert_close(a.float(), b.float(), atol=tol, rtol=tol)
 
