@@ -60,6 +60,8 @@ def apply_pope(
 
     ``positions`` are the queries' (``[T]`` / ``[B, T]``); ``k_positions`` the keys' (default: the same).
     ``phase_bias: [H, D]`` is clamped to ``[-2 pi, 0]``. ``q' . k'`` is the PoPE score ``a_ts``.
+    Phases are ropekit's float32 angle tables (:func:`ropekit.angles.position_angles`, within one float32 rounding
+    of the exact angle) also for float64 inputs, as for RoPE's cos/sin tables.
     """
     for name, x in (("q", q), ("k", k)):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
