@@ -79,7 +79,7 @@ def test_floored_pairs_do_not_rotate():
 
 
 def _fope_by_hand(x: torch.Tensor, pos: torch.Tensor, w: list[float], C: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-    """The paper's sec. 4 series, as vLLM's fope.py tabulates it: pair j of head h (group h // (H/G)) turns with
+    """The paper's series, as vLLM's fope.py tabulates it: pair j of head h (group h // (H/G)) turns with
     cos_j = sum_i C[g,i,j] cos(w_i t), sin_j = sum_i S[g,i,j] sin(w_i t); pairs j >= n: cos 1, sin 0."""
     _, H, T, _ = x.shape
     G, n = C.shape[0], len(w)

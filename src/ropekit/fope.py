@@ -5,8 +5,8 @@ Legend: ``x: [B, H, T, D]`` queries or keys (``H`` heads, ``D`` head dim), ``r =
 ``(x[j], x[j + r])``), ``n <= r`` kept frequencies, ``G`` coefficient groups (one per key/value head),
 ``positions: [T]`` or ``[B, T]`` integers.
 
-The formula (paper, section 4): each pair ``j`` does not turn at one frequency but carries a Fourier series over
-the kept frequencies ``omega_0 .. omega_{n-1}``:
+The formula (as the paper states it and vLLM tabulates it): each pair ``j`` does not turn at one frequency but
+carries a Fourier series over the kept frequencies ``omega_0 .. omega_{n-1}``:
 
     cos_j(t) = sum_i C[g, i, j] cos(omega_i t),     sin_j(t) = sum_i S[g, i, j] sin(omega_i t),
     x'[j] = x[j] cos_j - x[j + r] sin_j,            x'[j + r] = x[j + r] cos_j + x[j] sin_j,

@@ -5,7 +5,7 @@ Legend: ``x, q, k: [B, H, T, D]``, ``positions: [T]`` or ``[B, T]`` integers, ``
 feature, not per pair), ``phase_bias: [H, D]``; outputs ``[B, H, T, 2D]`` (real and imaginary part of each feature,
 interleaved ``(re_0, im_0, re_1, im_1, ...)``).
 
-The formula (paper, section 3; the same in lucidrains/PoPE-pytorch, ``PoPE_pytorch/pope.py``): each feature ``c``
+The formula (the paper's; the same in lucidrains/PoPE-pytorch, ``PoPE_pytorch/pope.py``): each feature ``c``
 of a query or key becomes a complex number whose magnitude is the content, ``mu = softplus(x_c) >= 0`` ("what"),
 and whose phase is the position, ``t * theta_c`` ("where"), with ``theta_c = base^(-c/D)`` for ``c < D``; keys get a
 learned per-head phase offset ``delta_c`` clamped to ``[-2 pi, 0]``. The score is the real part of the Hermitian

@@ -68,7 +68,7 @@ def test_fope_spec_errors_are_clear():
 def _pope_scores_by_hand(
     q: torch.Tensor, k: torch.Tensor, qpos: torch.Tensor, kpos: torch.Tensor, delta: torch.Tensor, base: float
 ) -> torch.Tensor:
-    """Gopalakrishnan et al. 2025, sec. 3, as a complex product: q~ = softplus(q) e^{i t theta_c},
+    """Gopalakrishnan et al. 2025 (and PoPE-pytorch's pope.py) as a complex product: q~ = softplus(q) e^{i t theta_c},
     k~ = softplus(k) e^{i (s theta_c + delta_c)}, a_ts = Re sum_c q~_tc conj(k~_sc); theta_c = base^(-c/D)."""
     D = q.shape[-1]
     theta = torch.tensor([base ** (-c / D) for c in range(D)], dtype=torch.float64)
