@@ -13,7 +13,8 @@ Protocol (:class:`PositionEncoding`, every method has an identity default):
 Kinds (``POSITION_ENCODINGS``): ``none`` (NoPE), ``sinusoidal``, ``learned``, ``alibi``, ``rope`` (any Hugging Face
 ``rope_parameters``: PI = ``linear``, ``ntk``, ``dynamic``, ``yarn``, ``longrope``, ``llama3``, ABF = a larger
 ``rope_theta``; the aliases ``pi``/``ntk``/``dynamic``/``yarn``/``llama3``/``longrope`` set ``rope_type``), ``xpos``,
-``prope``, ``learned_freq``, ``receptive``. Any kind takes ``random_max=L``: while training, positions are a sorted
+``prope``, ``learned_freq``, ``receptive``, ``fope`` (Fourier coefficients, :mod:`ropekit.fope`), ``pope`` (polar,
+:mod:`ropekit.pope`). Any kind takes ``random_max=L``: while training, positions are a sorted
 random subset of ``[0, L)`` per row (Ruoss et al. 2023); evaluation and generation use the default positions.
 
 A spec is a name or a mapping ``{"kind": name, **options}`` (JSON-friendly; options are the constructor's keyword
@@ -31,8 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ropekit.fope import FourierRotaryEmbedding
 from ropekit.functional import apply_rotary_qk, rope_cos_sin
 from ropekit.modules import RotaryEmbedding, sinusoidal_table
+from ropekit.pope import PolarEmbedding
 from ropekit.scaling import ROPE_TYPE_ALIASES, ROPE_TYPES, canonical_rope_type, rope_frequencies
 
 __all__ = [
@@ -389,6 +392,59 @@ class ReceptiveField(_TableRotary):
     def angles_cos_sin(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         angles = pos.float().unsqueeze(-1) * self.frequencies()  # [T, r] or [B, T, r], float32 as above
         return angles.cos(), angles.sin()
+
+
+@register_position_encoding("fope")
+class FoPE(PositionEncoding):
+    """FoPE (Hua et al. 2025): :class:`ropekit.fope.FourierRotaryEmbedding`, coefficients trained with the model.
+
+    ``num_key_value_heads`` must equal the model's key/value heads (default ``n_heads``; pass it for a
+    grouped-query model); the floor uses ``max_position_embeddings`` (default ``max_len``, the training length).
+    ``fope_init_factor`` defaults to 0.1 here (coefficients start near, not at, the identity)."""
+
+    def __init__(
+        self,
+        dims: Dims,
+        rope_theta: float = 10_000.0,
+        num_inv_freq: int | None = None,
+        fope_sep_head: bool = True,
+        fope_init_factor: float = 0.1,
+        num_key_value_heads: int | None = None,
+        max_position_embeddings: int | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive("rope_theta", rope_theta)
+        self.rotary = FourierRotaryEmbedding(
+            dims.head_dim,
+            dims.n_heads if num_key_value_heads is None else num_key_value_heads,
+            dims.max_len if max_position_embeddings is None else max_position_embeddings,
+            rope_theta=rope_theta,
+            num_inv_freq=num_inv_freq,
+            fope_sep_head=fope_sep_head,
+            fope_init_factor=fope_init_factor,
+        )
+
+    def rotate(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.rotary(q, k, positions_tensor(positions, q.shape[-2], q.device))
+
+
+@register_position_encoding("pope")
+class PoPE(PositionEncoding):
+    """PoPE (Gopalakrishnan et al. 2025, :mod:`ropekit.pope`) through the ``rotate`` hook:
+    ``q, k: [B, H, T, D] -> [B, H, T, 2D]`` polar features (values stay ``D``; the KV cache holds the ``2D`` keys).
+    ``q`` is multiplied by ``sqrt(2)`` so the attention's ``1/sqrt(2D)`` scale acts as the paper's ``1/sqrt(D)``."""
+
+    def __init__(self, dims: Dims, base: float = 10_000.0, bias_uniform_init: bool = False) -> None:
+        super().__init__()
+        self.polar = PolarEmbedding(dims.head_dim, dims.n_heads, base=base, bias_uniform_init=bias_uniform_init)
+
+    def rotate(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        qp, kp = self.polar(q, k, positions_tensor(positions, q.shape[-2], q.device))
+        return qp * math.sqrt(2.0), kp
 
 
 def normalise_position_spec(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
