@@ -143,8 +143,9 @@ def score_by_distance(model: torch.nn.Module, ids: torch.Tensor) -> list[np.ndar
     causal = rel >= 0
     counts = torch.bincount(rel[causal], minlength=L).double()  # [L]
     out = []
-    for block, (x, positions) in zip(blocks, inputs, strict=True):
-        mean = block.attn.logits(x, model.decoder.pe, positions).double().mean((0, 1)).cpu()  # [L, L]
+    for layer, (block, (x, positions)) in enumerate(zip(blocks, inputs, strict=True)):
+        pe = model.decoder.layer_encoding(layer)  # the layer's own encoding (None: a NoPE layer)
+        mean = block.attn.logits(x, pe, positions).double().mean((0, 1)).cpu()  # [L, L]
         out.append((torch.zeros(L, dtype=torch.float64).index_add_(0, rel[causal], mean[causal]) / counts).numpy())
     return out
 

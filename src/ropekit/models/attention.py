@@ -173,7 +173,7 @@ class Attention(nn.Module):
         if self.temperature is not None:
             q = q * self._query_scale(0, T, q.device).to(q.dtype)
         k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # [B, H, T, D]
-        scores = q @ k.transpose(-1, -2) / self.head_dim**0.5  # [B, H, T, T]
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # [B, H, T, T]; SDPA's scale (PoPE: q is 2D wide)
         if pe is not None:
             pos = positions_tensor(positions, T, x.device).expand(B, T)  # [B, T]
             bias = pe.bias(pos, pos)

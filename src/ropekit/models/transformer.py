@@ -72,6 +72,9 @@ class LayerPattern:
     0/1 flag per layer, 1 = RoPE: the ``no_rope_layers`` lists of Llama 4 and SmolLM3 configs).
     ``attn_temperature_tuning`` (with ``floor_scale``, default 8192, and ``attn_scale``, default 0.1): Llama 4's
     query temperature on the NoPE layers (see :class:`~ropekit.models.attention.Attention`).
+    A NoPE layer gets neither the rotation nor the attention bias of ``pe``; an encoding added to the token
+    embeddings (learned, sinusoidal) is added once at the input, as before. With ``seq2seq`` the pattern applies to
+    the encoder and the decoder alike; local layers only to the (causal) decoder.
     Local layers (causal sliding window of ``sliding_window`` tokens, decoder only): ``local_layers`` (indices),
     ``sliding_window_pattern=k`` (layer i is local iff ``(i + 1) % k != 0``: Gemma 3) or ``layer_types`` (one
     ``"sliding_attention"`` / ``"full_attention"`` per layer); ``local_rope_theta`` gives them their own RoPE base
@@ -105,10 +108,24 @@ class LayerPattern:
         theta = spec.get("local_rope_theta")
         if theta is not None and (not isinstance(theta, (int, float)) or not math.isfinite(theta) or theta <= 1):
             raise ValueError(f"local_rope_theta must be a finite number > 1, got {theta!r}")
+        if theta is not None and not local:
+            raise ValueError(
+                "local_rope_theta is set but no layer is local: add local_layers or sliding_window_pattern"
+            )
+        tuning = spec.get("attn_temperature_tuning")
+        if tuning is not None and not isinstance(tuning, bool):
+            raise ValueError(f"attn_temperature_tuning must be a bool, got {tuning!r}")
+        if not tuning and ("floor_scale" in spec or "attn_scale" in spec):
+            raise ValueError("floor_scale / attn_scale only act with attn_temperature_tuning=True: set it or drop them")
+        if tuning and not nope:
+            raise ValueError(
+                "attn_temperature_tuning scales the NoPE layers' queries, but no layer is NoPE: "
+                "add nope_layers, nope_every or use_rope"
+            )
         temperature = None
-        if spec.get("attn_temperature_tuning"):
+        if tuning:
             floor_scale, attn_scale = spec.get("floor_scale", 8192), spec.get("attn_scale", 0.1)
-            if not isinstance(floor_scale, (int, float)) or not floor_scale > 0:
+            if isinstance(floor_scale, bool) or not isinstance(floor_scale, (int, float)) or not floor_scale > 0:
                 raise ValueError(f"floor_scale must be a positive number, got {floor_scale!r}")
             if not isinstance(attn_scale, (int, float)) or not math.isfinite(attn_scale):
                 raise ValueError(f"attn_scale must be a finite number, got {attn_scale!r}")
@@ -155,7 +172,10 @@ class ModelConfig:
 
     ``task``: ``lm`` (decoder), ``classify`` (encoder + mean pool + linear head), ``seq2seq`` (``n_layers``
     encoder and decoder layers). ``max_len`` sizes learned tables and the initial RoPE table (not a hard limit
-    for relative kinds). ``d_ff`` defaults to ``4 * d_model``.
+    for relative kinds). ``d_ff`` defaults to ``4 * d_model``. ``layers``: per-layer position scheme, a dict read by
+    :class:`LayerPattern` (``None`` or ``{}``: every layer uses ``pe``, the model of before, bit for bit), e.g.
+    ``{"nope_every": 4, "attn_temperature_tuning": True}`` (Llama 4 iRoPE) or
+    ``{"sliding_window_pattern": 6, "sliding_window": 512, "local_rope_theta": 10_000.0}`` (Gemma 3).
     """
 
     task: str = "lm"
@@ -189,6 +209,15 @@ class ModelConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         object.__setattr__(self, "pe", normalise_position_spec(self.pe))
+        if self.layers is not None:
+            if not isinstance(self.layers, dict):
+                raise ValueError(
+                    f"layers must be a dict such as {{'nope_every': 4}} or None, got {type(self.layers).__name__}"
+                )
+            # JSON form (tuples as lists), so a config equals itself after to_dict -> JSON -> from_dict
+            object.__setattr__(
+                self, "layers", {k: list(v) if isinstance(v, tuple) else v for k, v in self.layers.items()}
+            )
         pattern = self.layer_pattern()  # validates
         if pattern.local_layers and self.task == "classify":
             raise ValueError("local (sliding-window) layers are causal: use them with task 'lm' or 'seq2seq'")
@@ -314,6 +343,11 @@ class _Stack(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
 
+    def layer_encoding(self, i: int) -> PositionEncoding | None:
+        """The position encoding layer ``i``'s self-attention uses: the model's, the local layers' own RoPE, or
+        ``None`` for a NoPE layer (pass it to ``Attention.logits`` when measuring one layer)."""
+        return {"global": self.pe, "local": self.pe_local, "none": None}[self.layer_pe[i]]
+
     def resolve_positions(
         self, ids: torch.Tensor, positions: torch.Tensor | int | None, offset: int
     ) -> torch.Tensor | int:
@@ -342,7 +376,7 @@ class _Stack(nn.Module):
         x = self.drop(self.pe.embed(x, pos))  # [B, T, C]
         for i, block in enumerate(self.blocks):
             layer_cache = cache.layers[i] if cache is not None else None
-            pe = {"global": self.pe, "local": self.pe_local, "none": None}[self.layer_pe[i]]
+            pe = self.layer_encoding(i)
             x = block(x, pe, pos, key_mask=key_mask, memory=memory, memory_mask=memory_mask, cache=layer_cache)
         if cache is not None:
             cache.length += x.shape[1]
