@@ -19,7 +19,6 @@ __all__ = [
     "EXACT_POSITION_LIMIT",
     "check_cu_seqlens",
     "check_positions",
-    "exact_angle_constants",
     "exact_position_angles",
     "exceeds_exact_range",
     "fractional_position_angles",
@@ -252,28 +251,3 @@ def fractional_position_angles(inv_freq: torch.Tensor, positions: torch.Tensor) 
     else:
         base = whole.to(torch.float64).unsqueeze(-1) * inv64  # [..., r], exact below 2**29
     return wrap_angles(base + frac.unsqueeze(-1) * inv64)
-
-
-_CONSTANTS_CACHE: dict[tuple[float, ...], torch.Tensor] = {}
-
-
-def exact_angle_constants(inv_freq: torch.Tensor) -> torch.Tensor:
-    """Digit constants ``[3, r]`` float64 CPU, row i ``(2**(21 i) f) mod 2 pi``, f at its float64 value.
-
-    Exact rational arithmetic rounded once to float64, for kernels that do the digit-split reduction of
-    :func:`exact_position_angles` themselves. Unlike that function (which rounds frequencies to float32 first),
-    each frequency is taken as the float64 number it is (a float32 one exactly), so for frequencies below 2 pi row 0
-    is f itself and ``p * c_0`` is the float64 product :func:`position_angles` forms. Cached per frequency
-    vector (a few hundred entries at most are kept), since the rational arithmetic costs about a millisecond for
-    64 frequencies.
-    """
-    key = tuple(inv_freq.detach().to(torch.float64).cpu().tolist())
-    cached = _CONSTANTS_CACHE.get(key)
-    if cached is None:
-        freqs = [Fraction(f) for f in key]
-        table = [[float((Fraction(1 << (_DIGIT_BITS * i)) * f) % _TWO_PI_EXACT) for f in freqs] for i in range(3)]
-        cached = torch.tensor(table, dtype=torch.float64).reshape(3, len(key))  # [3, r]
-        if len(_CONSTANTS_CACHE) >= 256:
-            _CONSTANTS_CACHE.clear()
-        _CONSTANTS_CACHE[key] = cached
-    return cached

@@ -100,20 +100,11 @@ def rope_cos_sin(
     _check_inv_freq(inv_freq)
     simple = inv_freq.requires_grad or positions.device.type == "meta" or torch.compiler.is_compiling()
     simple = simple or positions.requires_grad  # learned / content-dependent positions: keep the graph
-    integer = not positions.is_floating_point()
-    if not integer and not simple:
-        whole, frac = split_fractional(positions)
-        if not bool(frac.any()):  # whole-number floats: the integer path, bit for bit
-            positions, integer = whole, True
-    # C++: every int64 position, one pass (fractional positions take the torch path below)
-    fused = _cos_sin_fused(inv_freq, positions) if integer and not simple else None
-    if not simple and not integer:
+    if not simple and positions.is_floating_point():
         simple = exceeds_exact_range(split_fractional(positions)[0])
     elif not simple:
         simple = exceeds_exact_range(positions)  # beyond 2**29: rope_angles' digit-split reduction
-    if fused is not None:
-        cos, sin = fused
-    elif simple:  # differentiable in inv_freq (learned frequencies), traceable, shape-only on meta
+    if simple:  # differentiable in inv_freq (learned frequencies), traceable, shape-only on meta
         angles = rope_angles(inv_freq, positions)  # [..., r] float32 in [-pi, pi]
         cos, sin = torch.cos(angles), torch.sin(angles)
     else:
@@ -121,16 +112,6 @@ def rope_cos_sin(
     if attention_factor != 1.0:
         cos, sin = cos * attention_factor, sin * attention_factor
     return cos.to(dtype), sin.to(dtype)
-
-
-def _cos_sin_fused(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The C++ pass of :mod:`ropekit.kernels.tablefree` (CPU, backends ``auto``/``cpp``), or None."""
-    from ropekit.kernels.backend import current_backend
-    from ropekit.kernels.tablefree import cos_sin
-
-    if current_backend().value not in ("auto", "cpp") or not positions.numel():
-        return None
-    return cos_sin(inv_freq, positions)
 
 
 _CHUNK_ELEMENTS = 1 << 15  # 256 KiB of float64 angles: stays in L2 (measured: 2**14..2**17 are alike)

@@ -53,10 +53,10 @@ def test_env_var_is_read_once_at_import_and_validated() -> None:
 
 
 def test_no_compiler_falls_back_to_eager_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    case = make_case(torch.bfloat16, "pos1d")  # built first: rope_cos_sin's fused pass loads the kernel too
-    ref_q, ref_k = reference_qk(case, False)
     monkeypatch.setattr(cpu, "_state", {})  # forget the loaded module for this test only
     monkeypatch.setenv("ROPEKIT_NO_BUILD", "1")
+    case = make_case(torch.bfloat16, "pos1d")
+    ref_q, ref_k = reference_qk(case, False)
     with pytest.warns(RuntimeWarning, match="eager PyTorch fallback"), use_backend("cpp"):
         out_q, out_k = apply_rotary_qk(case.q, case.k, case.cos, case.sin, positions=case.positions)
     assert_matches(out_q, ref_q)
