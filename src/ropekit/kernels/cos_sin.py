@@ -1,0 +1,77 @@
+"""The fused C++ ``rope_cos_sin`` pass: exact angles and their cosine and sine in one loop over positions.
+
+Legend: ``positions: [...]`` integer (CPU), ``inv_freq: [r]`` float32/float64 (CPU); outputs ``[*positions.shape, r]``
+float32; ``cst: [4, r]`` float64, the kernel's constants (:func:`constants`).
+
+The angle of each (position, pair) is the float32 number :func:`ropekit.functional.rope_angles` forms, by the
+same float64 operations: ``p * f`` reduced once when every ``|p| < 2**29`` (:func:`ropekit.angles.position_angles`),
+otherwise the digit split of :func:`ropekit.angles.exact_position_angles` for all positions (exact at any int64).
+Its cosine and sine are evaluated in float64 and rounded once to float32: within ``2**-25 + 2.7e-9`` (half a
+float32 ulp below 1, plus the polynomial) of the float64 cos/sin of that float32 angle (torch's float32
+``cos``/``sin``: measured 3.6e-8, about one ulp). See ``rotary_cpu.cpp`` ("Exact angles and sin/cos in one
+pass") and ``docs/kernels.md``.
+
+The pure-torch form (:func:`cos_sin_torch`) is the reference and the fallback: it runs when the C++ build is
+unavailable, for other devices, with ``use_backend("eager")``/``("reference")``/``("triton")``, and whenever
+autograd is needed (the caller, :func:`ropekit.functional.rope_cos_sin`, decides that).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ropekit.angles import exact_angle_constants, exact_position_angles, exceeds_exact_range, position_angles
+from ropekit.kernels import cpu
+from ropekit.kernels.backend import current_backend
+
+__all__ = ["constants", "cos_sin", "cos_sin_torch", "fused_available"]
+
+_INTS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+
+
+def constants(inv_freq: torch.Tensor) -> torch.Tensor:
+    """``[4, r]`` float64 CPU: the three digit constants of :func:`exact_angle_constants`, then ``f`` itself.
+
+    Row 3 keeps each frequency at the float64 value given (the product below ``2**29`` uses it, as
+    :func:`position_angles` does); the digit rows use it rounded to float32 (as :func:`exact_position_angles`).
+    """
+    f = inv_freq.detach().to("cpu", torch.float64).reshape(1, -1)
+    return torch.cat([exact_angle_constants(inv_freq), f])
+
+
+def cos_sin_torch(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: ``rope_angles``' float32 angles then torch cos/sin, each ``[*positions.shape, r]`` float32."""
+    if exceeds_exact_range(positions):
+        angles = exact_position_angles(inv_freq, positions)
+    else:
+        angles = position_angles(inv_freq, positions)
+    return torch.cos(angles), torch.sin(angles)
+
+
+def fused_available(inv_freq: torch.Tensor, positions: torch.Tensor) -> bool:
+    """Whether :func:`cos_sin` runs the C++ pass for these inputs (CPU integers, float32/64 frequencies, backend)."""
+    return (
+        positions.device.type == "cpu"
+        and inv_freq.device.type == "cpu"
+        and positions.dtype in _INTS
+        and inv_freq.dtype in (torch.float32, torch.float64)
+        and current_backend().value in ("auto", "cpp")
+        and cpu.load() is not None
+    )
+
+
+@torch.no_grad()
+def cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The C++ pass: cos, sin ``[*positions.shape, r]`` float32; None when it cannot run (see :func:`fused_available`).
+
+    No validation (the caller checks positions and frequencies) and no autograd.
+    """
+    if not fused_available(inv_freq, positions):
+        return None
+    module = cpu.load()
+    assert module is not None  # fused_available loaded it
+    r = inv_freq.numel()
+    flat = positions.reshape(-1).to(torch.int64)  # [N]; a view for int64 positions that are contiguous
+    split_all = exceeds_exact_range(flat)  # as rope_angles: one reduction for the whole tensor
+    cos, sin = module.rope_cos_sin(flat, constants(inv_freq), split_all)  # [N, r] each
+    return cos.view(*positions.shape, r), sin.view(*positions.shape, r)
