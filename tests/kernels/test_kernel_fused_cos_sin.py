@@ -46,8 +46,9 @@ def _true_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[torc
 
 def _positions(seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    edges = torch.tensor([0, 1, -1, 2**21 - 1, 2**21, 2**29 - 1, 2**29, -(2**29), 2**42 - 1, 2**42, 2**62,
-                          -(2**62), 2**63 - 1, -(2**63)])
+    edges = torch.tensor(
+        [0, 1, -1, 2**21 - 1, 2**21, 2**29 - 1, 2**29, -(2**29), 2**42 - 1, 2**42, 2**62, -(2**62), 2**63 - 1, -(2**63)]
+    )
     random = torch.randint(-(2**62), 2**62, (40,), generator=g)
     small = torch.randint(0, 2**21, (20,), generator=g)
     return torch.cat([edges, random, small, -small])
