@@ -88,10 +88,13 @@ def rope_cos_sin(
     ``attention_factor`` multiplies both (YaRN/LongRoPE's temperature, as transformers does).
     The result is cast to ``dtype`` last.
 
-    Cost: the float64 angle work is done in cache-sized chunks written straight into the outputs. Against the
-    usual float32 ``(positions * inv_freq).cos()``: up to about 2x on short ranges (4096 positions), faster on
-    long ranges and at large positions, where float32 ``cos`` pays for its own range reduction
-    (``benchmarks/rope_cos_sin.py``; figures in the README).
+    Cost: on CPU, integer (and whole-number float) positions without autograd take one fused C++ pass
+    (:mod:`ropekit.kernels.cos_sin`: the same float32 angles, cos/sin in float64 rounded once, within
+    ``2**-25 + 2.7e-9`` of cos/sin of those angles): measured 0.93x the usual float32
+    ``(positions * inv_freq).cos()`` at 4096 positions and 0.43x at 32768 (``benchmarks/apply_rotary.py --only
+    cos_sin``; ``docs/kernels.md``). Otherwise (no C++ build, other devices, ``use_backend("eager")``) the float64
+    angle work is done in cache-sized chunks written straight into the outputs: up to about 2x the float32 way on
+    short ranges, faster on long ranges and at large positions (``benchmarks/rope_cos_sin.py``).
     """
     if dtype not in _FLOATS:
         raise ValueError(f"dtype must be a floating dtype {_FLOATS}, got {dtype}")
