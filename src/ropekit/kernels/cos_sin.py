@@ -1,15 +1,15 @@
-"""The fused C++ ``rope_cos_sin`` pass: exact angles and their cosine and sine in one loop over positions.
+"""The C++ ``rope_cos_sin`` pass: ``rope_angles``' float32 angles in one loop, then torch's float32 cos/sin.
 
 Legend: ``positions: [...]`` integer (CPU), ``inv_freq: [r]`` float32/float64 (CPU); outputs ``[*positions.shape, r]``
 float32; ``cst: [4, r]`` float64, the kernel's constants (:func:`constants`).
 
-The angle of each (position, pair) is the float32 number :func:`ropekit.functional.rope_angles` forms, by the
-same float64 operations: ``p * f`` reduced once when every ``|p| < 2**29`` (:func:`ropekit.angles.position_angles`),
-otherwise the digit split of :func:`ropekit.angles.exact_position_angles` for all positions (exact at any int64).
-Its cosine and sine are evaluated in float64 and rounded once to float32: within ``2**-25 + 2.7e-9`` (half a
-float32 ulp below 1, plus the polynomial) of the float64 cos/sin of that float32 angle (torch's float32
-``cos``/``sin``: measured 3.6e-8, about one ulp). See ``rotary_cpu.cpp`` ("Exact angles and sin/cos in one
-pass") and ``docs/kernels.md``.
+The angle of each (position, pair) is the float32 number :func:`ropekit.functional.rope_angles` forms, bit for
+bit, by the same float64 operations: ``p * f`` reduced once when every ``|p| < 2**29``
+(:func:`ropekit.angles.position_angles`), otherwise the digit split of :func:`ropekit.angles.exact_position_angles`
+for all positions (exact at any int64). One C++ loop replaces torch's six float64 passes over ``[N, r]``; cosine
+and sine are then torch's own float32 ``cos``/``sin`` of those angles, so the tables are bit-identical to
+``cos(rope_angles(...))`` and ``sin(rope_angles(...))``: the precision contract of ``rope_angles`` plus torch's
+cos/sin. See ``rotary_cpu.cpp`` ("rope_angles' float32 angles in one pass") and ``docs/kernels.md``.
 
 The pure-torch form (:func:`cos_sin_torch`) is the reference and the fallback: it runs when the C++ build is
 unavailable, for other devices, with ``use_backend("eager")``/``("reference")``/``("triton")``, and whenever
@@ -24,7 +24,7 @@ from ropekit.angles import exact_angle_constants, exact_position_angles, exceeds
 from ropekit.kernels import cpu
 from ropekit.kernels.backend import current_backend
 
-__all__ = ["constants", "cos_sin", "cos_sin_torch", "fused_available"]
+__all__ = ["angles", "constants", "cos_sin", "cos_sin_torch", "fused_available"]
 
 _INTS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
 
@@ -61,17 +61,24 @@ def fused_available(inv_freq: torch.Tensor, positions: torch.Tensor) -> bool:
 
 
 @torch.no_grad()
-def cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The C++ pass: cos, sin ``[*positions.shape, r]`` float32; None when it cannot run (see :func:`fused_available`).
-
-    No validation (the caller checks positions and frequencies) and no autograd.
-    """
+def angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
+    """``rope_angles(inv_freq, positions)`` ``[*positions.shape, r]`` from the C++ loop, bit for bit; None when it
+    cannot run (:func:`fused_available`). No validation, no autograd."""
     if not fused_available(inv_freq, positions):
         return None
     module = cpu.load()
     assert module is not None  # fused_available loaded it
-    r = inv_freq.numel()
-    flat = positions.reshape(-1).to(torch.int64)  # [N]; a view for int64 positions that are contiguous
+    flat = positions.reshape(-1).to(torch.int64)  # [N]; a view for contiguous int64 positions
     split_all = exceeds_exact_range(flat)  # as rope_angles: one reduction for the whole tensor
-    cos, sin = module.rope_cos_sin(flat, constants(inv_freq), split_all)  # [N, r] each
-    return cos.view(*positions.shape, r), sin.view(*positions.shape, r)
+    out = module.rope_angles32(flat, constants(inv_freq), split_all)  # [N, r]
+    return out.view(*positions.shape, inv_freq.numel())
+
+
+@torch.no_grad()
+def cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """cos, sin ``[*positions.shape, r]`` float32 of the C++ angles; None when it cannot run.
+
+    No validation (the caller checks positions and frequencies) and no autograd.
+    """
+    a = angles(inv_freq, positions)
+    return None if a is None else (torch.cos(a), torch.sin(a))

@@ -459,38 +459,20 @@ bool rotary_qk(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out, at::T
 }
 
 
-// ---- Exact angles and sin/cos in one pass (functional.rope_cos_sin's fast path) -----------------------------
+// ---- rope_angles' float32 angles in one pass (functional.rope_cos_sin's fast path) -------------------------------
 // The float32 angle is the one ropekit.functional.rope_angles forms, by the same float64 operations (no FMA: the
-// same rounding as torch): p * f (exact for float32 f) reduced once, x - rint(x / 2 pi) * 2 pi (position_angles),
-// when every |p| < 2**29; otherwise (split_all) exact_position_angles' digit split p = d2 * 2**42 + d1 * 2**21 + d0
-// (d2 signed) with c_i = (2**(21 i) f) mod 2 pi (ropekit.angles.exact_angle_constants), each d_i * c_i reduced,
-// summed, reduced again (zero digits contribute exact zeros and are skipped; a sum of one term within [-pi, pi]
-// is unchanged by the last reduction). cst: [4, r] float64 rows c_0, c_1, c_2, f. The float64 angle is narrowed to
-// float32 (rope_angles' number), then sine and cosine are evaluated in float64: quadrant n = rint(a * 2 / pi),
-// y = a - n pi/2 in [-pi/4, pi/4], and the minimax polynomials of Cephes' sinf/cosf on that interval
-// (S. L. Moshier, "Methods and Programs for Mathematical Functions", 1989; the coefficients of cephes sinf.c), whose
-// approximation error is below 2.7e-9 (sin) and 1.1e-10 (cos) there (measured on a 2e6-point grid against float64
-// sin/cos), rounded once to float32: within 2**-25 + 2.7e-9 of cos/sin of rope_angles' float32 angle.
+// same rounding as torch, so the angles are bit-identical): p * f (exact for float32 f) reduced once,
+// x - rint(x / 2 pi) * 2 pi (position_angles), when every |p| < 2**29; otherwise (split_all)
+// exact_position_angles' digit split p = d2 * 2**42 + d1 * 2**21 + d0 (d2 signed) with c_i = (2**(21 i) f) mod 2 pi
+// (ropekit.angles.exact_angle_constants), each d_i * c_i reduced, summed, reduced again (zero digits contribute
+// exact zeros and are skipped; one term within [-pi, pi] is unchanged by the last reduction). cst: [4, r] float64
+// rows c_0, c_1, c_2, f. One loop replaces torch's float64 passes (convert, multiply, scale, round, subtract,
+// narrow); the caller then takes torch's float32 cos/sin of the result.
 namespace {
 constexpr double kTwoPi = 6.283185307179586, kInvTwoPi = 1.0 / 6.283185307179586;
-constexpr double kPiO2 = 1.5707963267948966, kTwoOPi = 0.6366197723675814;
-constexpr double kS1 = -1.6666654611e-1, kS2 = 8.3321608736e-3, kS3 = -1.9515295891e-4;
-constexpr double kC1 = 4.166664568298827e-2, kC2 = -1.388731625493765e-3, kC3 = 2.443315711809948e-5;
 constexpr int64_t kDirectLimit = int64_t(1) << 29;  // ropekit.angles.EXACT_POSITION_LIMIT
 
 inline double wrap_scalar(double a) { return a - std::nearbyint(a * kInvTwoPi) * kTwoPi; }
-
-inline void sincos_scalar(double w, float* c, float* s) {
-  const double a = (double)(float)w;  // rope_angles' float32 angle
-  const double n = std::nearbyint(a * kTwoOPi);
-  const double y = a - n * kPiO2, z = y * y;
-  const double sy = y + y * z * (kS1 + z * (kS2 + z * kS3));
-  const double cy = 1.0 - 0.5 * z + z * z * (kC1 + z * (kC2 + z * kC3));
-  const int q = ((int)n) & 3;
-  const double sv = (q & 1) ? cy : sy, cv = (q & 1) ? sy : cy;
-  *s = (float)((q & 2) ? -sv : sv);
-  *c = (float)(((q + 1) & 2) ? -cv : cv);
-}
 
 // The reduced float64 angle of pair j; mode 0: p * f (|p| < 2**29), 1..3: that many digits (d0 [, d1 [, d2]]).
 inline double angle_scalar(const double* cst, int64_t r, int64_t j, double pf, double d0, double d1, double d2,
@@ -518,34 +500,10 @@ inline __m256d angle4(const double* cst, int64_t r, int64_t j, double pf, double
   if (mode == 3) t = _mm256_add_pd(t, wrap4(_mm256_mul_pd(_mm256_set1_pd(d2), _mm256_loadu_pd(cst + 2 * r + j))));
   return wrap4(t);
 }
-inline __m256d sel4(__m256d a, __m256d b, __m256d m) { return _mm256_blendv_pd(a, b, m); }
-// 4 reduced float64 angles -> their float32 cos and sin (the same operations as sincos_scalar).
-inline void sincos4(__m256d w, __m128* c, __m128* s) {
-  const __m256d a = _mm256_cvtps_pd(_mm256_cvtpd_ps(w));
-  const __m256d n = _mm256_round_pd(_mm256_mul_pd(a, _mm256_set1_pd(kTwoOPi)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256d y = _mm256_sub_pd(a, _mm256_mul_pd(n, _mm256_set1_pd(kPiO2))), z = _mm256_mul_pd(y, y);
-  __m256d ps = _mm256_add_pd(_mm256_set1_pd(kS2), _mm256_mul_pd(z, _mm256_set1_pd(kS3)));
-  ps = _mm256_add_pd(_mm256_set1_pd(kS1), _mm256_mul_pd(z, ps));
-  const __m256d sy = _mm256_add_pd(y, _mm256_mul_pd(_mm256_mul_pd(y, z), ps));
-  __m256d pc = _mm256_add_pd(_mm256_set1_pd(kC2), _mm256_mul_pd(z, _mm256_set1_pd(kC3)));
-  pc = _mm256_add_pd(_mm256_set1_pd(kC1), _mm256_mul_pd(z, pc));
-  const __m256d cy = _mm256_add_pd(_mm256_sub_pd(_mm256_set1_pd(1.0), _mm256_mul_pd(_mm256_set1_pd(0.5), z)),
-                                   _mm256_mul_pd(_mm256_mul_pd(z, z), pc));
-  // quadrant bits as 64-bit lanes: q = n mod 4 (two's complement), from the int32 conversion
-  const __m256i q = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n));
-  const __m256i one = _mm256_set1_epi64x(1), two = _mm256_set1_epi64x(2);
-  const __m256d swap = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_and_si256(q, one), one));
-  const __m256d sv = sel4(sy, cy, swap), cv = sel4(cy, sy, swap);
-  const __m256i sneg = _mm256_slli_epi64(_mm256_and_si256(q, two), 62);  // bit 1 of q -> the sign bit
-  const __m256i cneg = _mm256_slli_epi64(_mm256_and_si256(_mm256_add_epi64(q, one), two), 62);
-  *s = _mm256_cvtpd_ps(_mm256_xor_pd(sv, _mm256_castsi256_pd(sneg)));
-  *c = _mm256_cvtpd_ps(_mm256_xor_pd(cv, _mm256_castsi256_pd(cneg)));
-}
 #endif
 
-// cos/sin of position p for the r pairs into c_out/s_out (float32, unit stride); cst: [4, r] float64.
-inline void cos_sin_row(int64_t p, const double* cst, int64_t r, float* c_out, float* s_out, bool split_all) {
+// rope_angles' float32 angles of position p for the r pairs into a_out (unit stride); cst: [4, r] float64.
+inline void angles_row(int64_t p, const double* cst, int64_t r, float* a_out, bool split_all) {
   constexpr int64_t mask = (int64_t(1) << 21) - 1;
   const int64_t d0 = p & mask, d1 = (p >> 21) & mask, d2 = p >> 42;  // arithmetic shift: d2 signed
   const bool direct = !split_all && p < kDirectLimit && p > -kDirectLimit;
@@ -553,44 +511,31 @@ inline void cos_sin_row(int64_t p, const double* cst, int64_t r, float* c_out, f
   const double pf = (double)p, f0 = (double)d0, f1 = (double)d1, f2 = (double)d2;
   int64_t j = 0;
 #ifdef __AVX2__
-  for (; j + 4 <= r; j += 4) {
-    __m128 c, s;
-    sincos4(angle4(cst, r, j, pf, f0, f1, f2, mode), &c, &s);
-    _mm_storeu_ps(c_out + j, c);
-    _mm_storeu_ps(s_out + j, s);
-  }
+  for (; j + 4 <= r; j += 4) _mm_storeu_ps(a_out + j, _mm256_cvtpd_ps(angle4(cst, r, j, pf, f0, f1, f2, mode)));
 #endif
-  for (; j < r; ++j) sincos_scalar(angle_scalar(cst, r, j, pf, f0, f1, f2, mode), c_out + j, s_out + j);
-}
-
-// positions [N] int64 (any stride) -> cos, sin [N, r] float32 (contiguous).
-void cos_sin_impl(const at::Tensor& positions, const at::Tensor& cst, at::Tensor& cos, at::Tensor& sin,
-                  bool split_all) {
-  const int64_t n = positions.size(0), r = cst.size(1), ps = positions.stride(0);
-  const int64_t* pp = positions.data_ptr<int64_t>();
-  const double* cp = cst.data_ptr<double>();
-  float* co = cos.data_ptr<float>(); float* so = sin.data_ptr<float>();
-  at::parallel_for(0, n, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, r)), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) cos_sin_row(pp[i * ps], cp, r, co + i * r, so + i * r, split_all);
-  });
+  for (; j < r; ++j) a_out[j] = (float)angle_scalar(cst, r, j, pf, f0, f1, f2, mode);
 }
 
 }  // namespace
 
-// cos, sin [N, r] float32 of int64 positions [N] with the exact reduction; cst: [4, r] float64 (c_0, c_1, c_2, f).
-// split_all: the digit split for every position (rope_angles does so once any |p| >= 2**29), else per position.
-std::vector<at::Tensor> rope_cos_sin(const at::Tensor& positions, const at::Tensor& cst, bool split_all) {
+// angles [N, r] float32 of int64 positions [N]: rope_angles' numbers. split_all: the digit split for every
+// position (rope_angles does so once any |p| >= 2**29), else the float64 product.
+at::Tensor rope_angles32(const at::Tensor& positions, const at::Tensor& cst, bool split_all) {
   TORCH_CHECK(positions.dim() == 1 && positions.scalar_type() == at::kLong, "ropekit: positions must be [N] int64");
   TORCH_CHECK(cst.dim() == 2 && cst.size(0) == 4 && cst.is_contiguous() && cst.scalar_type() == at::kDouble,
               "ropekit: constants must be [4, r] contiguous float64");
-  auto cos = at::empty({positions.size(0), cst.size(1)}, positions.options().dtype(at::kFloat));
-  auto sin = at::empty_like(cos);
-  cos_sin_impl(positions, cst, cos, sin, split_all);
-  return {cos, sin};
+  auto out = at::empty({positions.size(0), cst.size(1)}, positions.options().dtype(at::kFloat));
+  const int64_t n = positions.size(0), r = cst.size(1), ps = positions.stride(0);
+  const int64_t* pp = positions.data_ptr<int64_t>();
+  const double* cp = cst.data_ptr<double>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, n, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, r)), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) angles_row(pp[i * ps], cp, r, o + i * r, split_all);
+  });
+  return out;
 }
-
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rotary_qk", &rotary_qk, "Rotate q into q_out and k into k_out; returns whether streaming stores ran");
-  m.def("rope_cos_sin", &rope_cos_sin, "cos, sin [N, r] float32 of int64 positions [N] (exact reduction)");
+  m.def("rope_angles32", &rope_angles32, "rope_angles' float32 angles [N, r] of int64 positions [N]");
 }
