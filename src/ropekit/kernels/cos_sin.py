@@ -70,7 +70,7 @@ def angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | No
     assert module is not None  # fused_available loaded it
     flat = positions.reshape(-1).to(torch.int64)  # [N]; a view for contiguous int64 positions
     split_all = exceeds_exact_range(flat)  # as rope_angles: one reduction for the whole tensor
-    out = module.rope_angles32(flat, constants(inv_freq), split_all)  # [N, r]
+    out: torch.Tensor = module.rope_angles32(flat, constants(inv_freq), split_all)  # [N, r]
     return out.view(*positions.shape, inv_freq.numel())
 
 
