@@ -100,6 +100,17 @@ def test_rope_cos_sin_close_to_todays_torch_path(start: int) -> None:
     assert _max_err(got, today) <= 2 * TRUTH_BOUND
 
 
+def test_constants_follow_in_place_changes() -> None:
+    inv, _ = rope_frequencies(None, head_dim=16)
+    inv = inv.clone()
+    positions = torch.arange(3000, 3100)
+    before = fused.angles(inv, positions)
+    inv.mul_(0.5)  # same tensor, new values: the cached constants must not be reused
+    after = fused.angles(inv, positions)
+    assert before is not None and after is not None
+    assert torch.equal(after, rope_angles(inv, positions)) and not torch.equal(after, before)
+
+
 def test_strided_int32_and_empty_positions() -> None:
     inv, _ = rope_frequencies(None, head_dim=64)
     strided = torch.arange(0, 4000, 7)[::3]  # non-contiguous int64
@@ -143,6 +154,6 @@ def test_the_kernel_refuses_bad_shapes() -> None:
     assert module is not None
     cst = fused.constants(rope_frequencies(None, head_dim=8)[0])
     with pytest.raises(RuntimeError, match=r"positions must be \[N\] int64"):
-        module.rope_angles32(torch.zeros(2, 2, dtype=torch.int64), cst, False)
+        module.rope_angles32(torch.zeros(2, 2, dtype=torch.int64), cst)
     with pytest.raises(RuntimeError, match=r"constants must be \[4, r\]"):
-        module.rope_angles32(torch.zeros(3, dtype=torch.int64), cst[:3], False)
+        module.rope_angles32(torch.zeros(3, dtype=torch.int64), cst[:3])

@@ -18,6 +18,8 @@ autograd is needed (the caller, :func:`ropekit.functional.rope_cos_sin`, decides
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from ropekit.angles import exact_angle_constants, exact_position_angles, exceeds_exact_range, position_angles
@@ -29,14 +31,27 @@ __all__ = ["angles", "constants", "cos_sin", "cos_sin_torch", "fused_available"]
 _INTS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
 
 
+_CONSTANTS: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}  # id -> (tensor, version, cst)
+
+
 def constants(inv_freq: torch.Tensor) -> torch.Tensor:
     """``[4, r]`` float64 CPU: the three digit constants of :func:`exact_angle_constants`, then ``f`` itself.
 
     Row 3 keeps each frequency at the float64 value given (the product below ``2**29`` uses it, as
     :func:`position_angles` does); the digit rows use it rounded to float32 (as :func:`exact_position_angles`).
+    Cached per live frequency tensor and its version counter (an in-place change recomputes; the lookup costs
+    microseconds where reading the values back costs about 0.1 ms), at most 64 entries. Read-only.
     """
+    key = id(inv_freq)
+    hit = _CONSTANTS.get(key)
+    if hit is not None and hit[0]() is inv_freq and hit[1] == inv_freq._version:
+        return hit[2]
     f = inv_freq.detach().to("cpu", torch.float64).reshape(1, -1)
-    return torch.cat([exact_angle_constants(inv_freq), f])
+    cst = torch.cat([exact_angle_constants(inv_freq), f])
+    if len(_CONSTANTS) >= 64:
+        _CONSTANTS.clear()
+    _CONSTANTS[key] = (weakref.ref(inv_freq), inv_freq._version, cst)
+    return cst
 
 
 def cos_sin_torch(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,8 +84,7 @@ def angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | No
     module = cpu.load(warn=False)
     assert module is not None  # fused_available loaded it
     flat = positions.reshape(-1).to(torch.int64)  # [N]; a view for contiguous int64 positions
-    split_all = exceeds_exact_range(flat)  # as rope_angles: one reduction for the whole tensor
-    out: torch.Tensor = module.rope_angles32(flat, constants(inv_freq), split_all)  # [N, r]
+    out: torch.Tensor = module.rope_angles32(flat, constants(inv_freq))  # [N, r]; the reduction as rope_angles
     return out.view(*positions.shape, inv_freq.numel())
 
 

@@ -518,9 +518,9 @@ inline void angles_row(int64_t p, const double* cst, int64_t r, float* a_out, bo
 
 }  // namespace
 
-// angles [N, r] float32 of int64 positions [N]: rope_angles' numbers. split_all: the digit split for every
-// position (rope_angles does so once any |p| >= 2**29), else the float64 product.
-at::Tensor rope_angles32(const at::Tensor& positions, const at::Tensor& cst, bool split_all) {
+// angles [N, r] float32 of int64 positions [N]: rope_angles' numbers: the digit split for every position once any
+// |p| >= 2**29 (as rope_angles decides for the whole tensor; one scan of the positions), else the float64 product.
+at::Tensor rope_angles32(const at::Tensor& positions, const at::Tensor& cst) {
   TORCH_CHECK(positions.dim() == 1 && positions.scalar_type() == at::kLong, "ropekit: positions must be [N] int64");
   TORCH_CHECK(cst.dim() == 2 && cst.size(0) == 4 && cst.is_contiguous() && cst.scalar_type() == at::kDouble,
               "ropekit: constants must be [4, r] contiguous float64");
@@ -529,6 +529,10 @@ at::Tensor rope_angles32(const at::Tensor& positions, const at::Tensor& cst, boo
   const int64_t* pp = positions.data_ptr<int64_t>();
   const double* cp = cst.data_ptr<double>();
   float* o = out.data_ptr<float>();
+  bool split_all = false;
+  for (int64_t i = 0; i < n && !split_all; ++i) {
+    split_all = pp[i * ps] >= kDirectLimit || pp[i * ps] <= -kDirectLimit;
+  }
   at::parallel_for(0, n, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, r)), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) angles_row(pp[i * ps], cp, r, o + i * r, split_all);
   });
