@@ -88,13 +88,13 @@ def rope_cos_sin(
     ``attention_factor`` multiplies both (YaRN/LongRoPE's temperature, as transformers does).
     The result is cast to ``dtype`` last.
 
-    Cost: on CPU, integer (and whole-number float) positions without autograd take one fused C++ pass
-    (:mod:`ropekit.kernels.cos_sin`: the same float32 angles, cos/sin in float64 rounded once, within
-    ``2**-25 + 2.7e-9`` of cos/sin of those angles): measured 0.93x the usual float32
-    ``(positions * inv_freq).cos()`` at 4096 positions and 0.43x at 32768 (``benchmarks/apply_rotary.py --only
-    cos_sin``; ``docs/kernels.md``). Otherwise (no C++ build, other devices, ``use_backend("eager")``) the float64
-    angle work is done in cache-sized chunks written straight into the outputs: up to about 2x the float32 way on
-    short ranges, faster on long ranges and at large positions (``benchmarks/rope_cos_sin.py``).
+    Cost: on CPU, integer (and whole-number float) positions without autograd get their angles from one C++
+    loop (:mod:`ropekit.kernels.cos_sin`: ``rope_angles``' numbers bit for bit), then torch's cos/sin: about
+    1.2-1.4x the usual float32 ``(positions * inv_freq).cos()`` at 4096 positions and 0.65x at 32768
+    (``benchmarks/apply_rotary.py --only cos_sin``; ``docs/kernels.md``). Otherwise (no C++ build, other devices,
+    ``use_backend("eager")``) the float64 angle work is done in cache-sized chunks written straight into the
+    outputs: up to about 2x the float32 way on short ranges, faster on long ranges and at large positions
+    (``benchmarks/rope_cos_sin.py``).
     """
     if dtype not in _FLOATS:
         raise ValueError(f"dtype must be a floating dtype {_FLOATS}, got {dtype}")
@@ -104,8 +104,8 @@ def rope_cos_sin(
     _check_inv_freq(inv_freq)
     simple = inv_freq.requires_grad or positions.device.type == "meta" or torch.compiler.is_compiling()
     simple = simple or positions.requires_grad  # learned / content-dependent positions: keep the graph
-    # C++ pass (CPU integer positions, float32/float64 frequencies, no autograd): rope_angles' angles, the exact
-    # digit split chosen per position, cos/sin in the same loop (ropekit.kernels.cos_sin); None: the torch paths
+    # C++ pass (CPU integer or whole-number float positions, float32/float64 frequencies, no autograd):
+    # rope_angles' angles bit for bit from one loop, then torch's cos/sin (ropekit.kernels.cos_sin); None: torch
     fused = None
     if not simple and positions.is_floating_point() and positions.device.type == "cpu":
         whole = positions.to(torch.int64)  # |p| < 2**63 (checked): exact for whole numbers
