@@ -26,6 +26,12 @@ rotary-embedding-torch's ``RotaryEmbedding.rotate_queries_or_keys``; torchtune's
 (its ``modules/position_embeddings.py`` loaded directly: torchtune's package import needs torchao). Peers that are
 not installed are skipped with a note. CSV rows (machine, versions, UTC time) are appended to
 ``benchmarks/results/apply_rotary.csv``.
+
+Table builder rows (``--only cos_sin`` for these alone, ``--only rotary`` to skip them): ``rope_cos_sin`` for
+``arange(T)``, T = 4096 and 32768, head_dim 128 (r = 64), float32 output: ropekit's default (the fused C++ pass
+on CPU), ropekit's pure-torch path (``use_backend("eager")``: the path before the C++ pass) and the float32 way
+most libraries use (``positions.float()[:, None] * inv_freq``, then ``.cos()``/``.sin()``), timed round-robin;
+ratios are to the float32 way (CSV pass ``cos_sin``, shape ``T x r``).
 """
 
 from __future__ import annotations
@@ -46,10 +52,13 @@ import torch
 
 import ropekit
 from ropekit import apply_rotary_qk, rope_cos_sin, rope_frequencies
+from ropekit.kernels import use_backend
 
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 SHAPES = ((1, 32, 2048, 128), (4, 16, 1024, 64), (1, 8, 8192, 128), (8, 12, 512, 64))
 QUICK_SHAPES = ((4, 16, 1024, 64), (8, 12, 512, 64))
+COS_SIN_LENGTHS = (4096, 32768)
+COS_SIN_HEAD_DIM = 128
 RESULTS = Path(__file__).resolve().parent / "results" / "apply_rotary.csv"
 
 Fn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -237,6 +246,70 @@ def bench(shapes, dtypes, reps: int) -> tuple[list[dict], list[str]]:
     return rows, list(dict.fromkeys(notes))
 
 
+def _float32_way(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    angles = positions.float()[:, None] * inv_freq[None]  # [T, r]: what most libraries do
+    return angles.cos(), angles.sin()
+
+
+def _ropekit_torch_path(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with use_backend("eager"):  # rope_cos_sin's pure-torch path (reference and fallback of the C++ pass)
+        return rope_cos_sin(inv_freq, positions)
+
+
+COS_SIN_IMPLS: dict[str, Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = {
+    "float32 way": _float32_way,
+    "ropekit": rope_cos_sin,
+    "ropekit torch path": _ropekit_torch_path,
+}
+
+
+def bench_cos_sin(reps: int) -> list[dict]:
+    """rope_cos_sin table builders, ``[T, r]`` float32 for ``arange(T)``; ratios to the float32 way."""
+    inv, _ = rope_frequencies(None, head_dim=COS_SIN_HEAD_DIM)
+    rows = []
+    for length in COS_SIN_LENGTHS:
+        positions = torch.arange(length)
+        times: dict[str, list[float]] = {n: [] for n in COS_SIN_IMPLS}
+        for fn in COS_SIN_IMPLS.values():  # warm-up: first touch, constants cache
+            for _ in range(2):
+                fn(inv, positions)
+        for _ in range(reps):
+            for name, fn in COS_SIN_IMPLS.items():
+                t0 = time.perf_counter()
+                fn(inv, positions)
+                times[name].append(time.perf_counter() - t0)
+        med = {n: statistics.median(v) for n, v in times.items()}
+        shape = (length, inv.numel())
+        for name, sec in med.items():
+            rows.append(
+                dict(
+                    shape=shape, dtype=torch.float32, mode="cos_sin", impl=name, sec=sec, ratio=sec / med["float32 way"]
+                )
+            )
+        print(f"  done rope_cos_sin T={length}", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_cos_sin_table(rows: list[dict], markdown: bool) -> None:
+    head = ["T x r", *(f"{n} ms (ratio)" for n in COS_SIN_IMPLS)]
+    by = {(tuple(r["shape"]), r["impl"]): r for r in rows}
+    lines = []
+    for shape in dict.fromkeys(tuple(r["shape"]) for r in rows):
+        cells = [f"{by[(shape, n)]['sec'] * 1e3:.3f} ({by[(shape, n)]['ratio']:.2f}x)" for n in COS_SIN_IMPLS]
+        lines.append(["x".join(map(str, shape)), *cells])
+    print("# rope_cos_sin table builders: float32 [T, r] for arange(T); ratios to the float32 way")
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join("---" for _ in head) + "|")
+        for line in lines:
+            print("| " + " | ".join(line) + " |")
+        return
+    widths = [max(len(h), *(len(ln[i]) for ln in lines)) for i, h in enumerate(head)]
+    print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
+    for line in lines:
+        print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
+
+
 def print_table(rows: list[dict], markdown: bool) -> None:
     impl_names = list(dict.fromkeys(r["impl"] for r in rows))
     keys = list(dict.fromkeys((tuple(r["shape"]), r["dtype"], r["mode"]) for r in rows))
@@ -303,6 +376,12 @@ def main() -> None:
     parser.add_argument("--no-csv", action="store_true", help="do not append CSV rows")
     parser.add_argument("--no-reexec", action="store_true", help="do not re-run under GLIBC_TUNABLES")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the module doc)")
+    parser.add_argument(
+        "--only",
+        choices=("rotary", "cos_sin"),
+        default=None,
+        help="run only the rotation rows or only the rope_cos_sin table-builder rows (default: both)",
+    )
     args = parser.parse_args()
     if os.environ.get("GLIBC_TUNABLES") != TUNABLES and not args.no_reexec:
         env = {**os.environ, "GLIBC_TUNABLES": TUNABLES}
@@ -320,10 +399,16 @@ def main() -> None:
     path = "C++ kernel (compiled)" if cpu.load_error() is None else f"eager fallback ({cpu.load_error()})"
     print(f"# {machine()}; torch {torch.__version__}; ropekit CPU path: {path}")
     print(f"# GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}; median of {reps}; ratios to the copy floor")
-    rows, notes = bench(shapes, (torch.float32, torch.bfloat16), reps)
-    print_table(rows, args.markdown)
-    for note in notes:
-        print(f"# note: {note}")
+    rows: list[dict] = []
+    if args.only != "cos_sin":
+        rows, notes = bench(shapes, (torch.float32, torch.bfloat16), reps)
+        print_table(rows, args.markdown)
+        for note in notes:
+            print(f"# note: {note}")
+    if args.only != "rotary":
+        cos_sin_rows = bench_cos_sin(reps)
+        print_cos_sin_table(cos_sin_rows, args.markdown)
+        rows += cos_sin_rows
     if not args.no_csv:
         write_csv(rows, args.csv, reps)
         print(f"# appended {len(rows)} rows to {args.csv}")

@@ -19,6 +19,7 @@ __all__ = [
     "EXACT_POSITION_LIMIT",
     "check_cu_seqlens",
     "check_positions",
+    "exact_angle_constants",
     "exact_position_angles",
     "exceeds_exact_range",
     "fractional_position_angles",
@@ -208,14 +209,35 @@ def exact_position_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> to
 @torch.no_grad()
 def _exact_angles64(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """The digit-split sum of :func:`exact_position_angles` before narrowing: ``[..., r]`` float64, ``|a| <= 3 pi``."""
-    freqs = [Fraction(float(f)) for f in inv_freq.detach().to(torch.float32).cpu().tolist()]
-    table = [[float((Fraction(1 << (_DIGIT_BITS * i)) * f) % _TWO_PI_EXACT) for f in freqs] for i in range(3)]
-    c = torch.tensor(table, dtype=torch.float64, device=positions.device)  # [3, r]
+    c = exact_angle_constants(inv_freq).to(positions.device)  # [3, r]
     p = positions.to(torch.int64).unsqueeze(-1)  # [..., 1]
     mask = (1 << _DIGIT_BITS) - 1
     digits = (p & mask, (p >> _DIGIT_BITS) & mask, p >> (2 * _DIGIT_BITS))  # each |d| < 2**21, exact in float64
     parts = [_wrap64(d.to(torch.float64) * c[i]) for i, d in enumerate(digits)]
     return parts[0] + parts[1] + parts[2]  # [..., r], |total| <= 3 pi
+
+
+_CONSTANTS_CACHE: dict[tuple[float, ...], torch.Tensor] = {}
+
+
+def exact_angle_constants(inv_freq: torch.Tensor) -> torch.Tensor:
+    """The digit constants of :func:`exact_position_angles`: ``[3, r]`` float64 CPU, row i ``(2**(21 i) f) mod 2 pi``.
+
+    ``f`` is each frequency rounded to float32 (as :func:`exact_position_angles` takes it); exact rational
+    arithmetic, rounded once to float64. Shared with the C++ ``rope_cos_sin`` pass, which does the same digit
+    split itself. Cached per frequency vector (the rational arithmetic costs about a millisecond for 64
+    frequencies; at most 256 vectors are kept). Treat the result as read-only.
+    """
+    key = tuple(inv_freq.detach().to(torch.float32).cpu().tolist())
+    cached = _CONSTANTS_CACHE.get(key)
+    if cached is None:
+        freqs = [Fraction(f) for f in key]
+        table = [[float((Fraction(1 << (_DIGIT_BITS * i)) * f) % _TWO_PI_EXACT) for f in freqs] for i in range(3)]
+        cached = torch.tensor(table, dtype=torch.float64).reshape(3, len(key))  # [3, r]
+        if len(_CONSTANTS_CACHE) >= 256:
+            _CONSTANTS_CACHE.clear()
+        _CONSTANTS_CACHE[key] = cached
+    return cached
 
 
 def split_fractional(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

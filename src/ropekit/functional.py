@@ -27,6 +27,7 @@ from ropekit.angles import (
     wrap_angles,
 )
 from ropekit.kernels import dispatch
+from ropekit.kernels.cos_sin import cos_sin as fused_cos_sin
 
 __all__ = ["LAYOUTS", "apply_rotary", "apply_rotary_qk", "rope_angles", "rope_cos_sin", "split_cos_sin_cache"]
 
@@ -87,10 +88,13 @@ def rope_cos_sin(
     ``attention_factor`` multiplies both (YaRN/LongRoPE's temperature, as transformers does).
     The result is cast to ``dtype`` last.
 
-    Cost: the float64 angle work is done in cache-sized chunks written straight into the outputs. Against the
-    usual float32 ``(positions * inv_freq).cos()``: up to about 2x on short ranges (4096 positions), faster on
-    long ranges and at large positions, where float32 ``cos`` pays for its own range reduction
-    (``benchmarks/rope_cos_sin.py``; figures in the README).
+    Cost: on CPU, integer (and whole-number float) positions without autograd get their angles from one C++
+    loop (:mod:`ropekit.kernels.cos_sin`: ``rope_angles``' numbers bit for bit), then torch's cos/sin: about
+    1.2-1.4x the usual float32 ``(positions * inv_freq).cos()`` at 4096 positions and 0.65x at 32768
+    (``benchmarks/apply_rotary.py --only cos_sin``; ``docs/kernels.md``). Otherwise (no C++ build, other devices,
+    ``use_backend("eager")``) the float64 angle work is done in cache-sized chunks written straight into the
+    outputs: up to about 2x the float32 way on short ranges, faster on long ranges and at large positions
+    (``benchmarks/rope_cos_sin.py``).
     """
     if dtype not in _FLOATS:
         raise ValueError(f"dtype must be a floating dtype {_FLOATS}, got {dtype}")
@@ -100,15 +104,27 @@ def rope_cos_sin(
     _check_inv_freq(inv_freq)
     simple = inv_freq.requires_grad or positions.device.type == "meta" or torch.compiler.is_compiling()
     simple = simple or positions.requires_grad  # learned / content-dependent positions: keep the graph
-    if not simple and positions.is_floating_point():
-        simple = exceeds_exact_range(split_fractional(positions)[0])
+    # C++ pass (CPU integer or whole-number float positions, float32/float64 frequencies, no autograd):
+    # rope_angles' angles bit for bit from one loop, then torch's cos/sin (ropekit.kernels.cos_sin); None: torch
+    fused = None
+    if not simple and positions.is_floating_point() and positions.device.type == "cpu":
+        whole = positions.to(torch.int64)  # |p| < 2**63 (checked): exact for whole numbers
+        if bool((whole == positions).all()):  # whole-number floats: the ints' tables, bit for bit
+            fused = fused_cos_sin(inv_freq, whole)
     elif not simple:
-        simple = exceeds_exact_range(positions)  # beyond 2**29: rope_angles' digit-split reduction
-    if simple:  # differentiable in inv_freq (learned frequencies), traceable, shape-only on meta
-        angles = rope_angles(inv_freq, positions)  # [..., r] float32 in [-pi, pi]
-        cos, sin = torch.cos(angles), torch.sin(angles)
+        fused = fused_cos_sin(inv_freq, positions)
+    if fused is not None:
+        cos, sin = fused
     else:
-        cos, sin = _cos_sin_chunked(inv_freq, positions)
+        if not simple and positions.is_floating_point():
+            simple = exceeds_exact_range(split_fractional(positions)[0])
+        elif not simple:
+            simple = exceeds_exact_range(positions)  # beyond 2**29: rope_angles' digit-split reduction
+        if simple:  # differentiable in inv_freq (learned frequencies), traceable, shape-only on meta
+            angles = rope_angles(inv_freq, positions)  # [..., r] float32 in [-pi, pi]
+            cos, sin = torch.cos(angles), torch.sin(angles)
+        else:
+            cos, sin = _cos_sin_chunked(inv_freq, positions)
     if attention_factor != 1.0:
         cos, sin = cos * attention_factor, sin * attention_factor
     return cos.to(dtype), sin.to(dtype)

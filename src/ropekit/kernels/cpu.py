@@ -82,11 +82,18 @@ def build_name() -> str:
     return "ropekit_rotary_" + hashlib.sha256(source + b"\n" + key).hexdigest()[:16]
 
 
-def load() -> ModuleType | None:
-    """Build (first use) or load (cached) the extension; ``None`` when unavailable, warning once why."""
+def load(*, warn: bool = True) -> ModuleType | None:
+    """Build (first use) or load (cached) the extension; ``None`` when unavailable, warning once why.
+
+    ``warn=False`` (the table builder's fast path, whose fallback gives the same numbers) defers the warning to
+    the first call that warns, so it is raised once, by a rotary op.
+    """
     with _lock:
         if "module" in _state:
-            return _state["module"]  # type: ignore[return-value]
+            cached = _state["module"]
+            if cached is None and warn:
+                _warn_unavailable()
+            return cached  # type: ignore[return-value]
         module: ModuleType | None = None
         if os.environ.get("ROPEKIT_NO_BUILD") == "1":
             _state["error"] = "ROPEKIT_NO_BUILD=1 is set"
@@ -103,15 +110,23 @@ def load() -> ModuleType | None:
                 )
             except Exception as exc:  # compiler missing, headers missing, build error: fall back, never crash
                 _state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
-        if module is None:
-            warnings.warn(
-                f"ropekit: the compiled CPU rotary kernel is unavailable ({_state['error']}); using the eager "
-                "PyTorch fallback (correct, slower). Install a C++ compiler (g++) to get the fused kernel.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
         _state["module"] = module
+        if module is None and warn:
+            _warn_unavailable()
         return module
+
+
+def _warn_unavailable() -> None:
+    """The once-per-process warning that the build is unavailable (callers hold ``_lock``)."""
+    if _state.get("warned"):
+        return
+    _state["warned"] = True
+    warnings.warn(
+        f"ropekit: the compiled CPU rotary kernel is unavailable ({_state['error']}); using the eager "
+        "PyTorch fallback (correct, slower). Install a C++ compiler (g++) to get the fused kernel.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def load_error() -> str | None:

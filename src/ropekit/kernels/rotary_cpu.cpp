@@ -458,6 +458,88 @@ bool rotary_qk(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out, at::T
   return stream;
 }
 
+
+// ---- rope_angles' float32 angles in one pass (functional.rope_cos_sin's fast path) -------------------------------
+// The float32 angle is the one ropekit.functional.rope_angles forms, by the same float64 operations (no FMA: the
+// same rounding as torch, so the angles are bit-identical): p * f (exact for float32 f) reduced once,
+// x - rint(x / 2 pi) * 2 pi (position_angles), when every |p| < 2**29; otherwise (split_all)
+// exact_position_angles' digit split p = d2 * 2**42 + d1 * 2**21 + d0 (d2 signed) with c_i = (2**(21 i) f) mod 2 pi
+// (ropekit.angles.exact_angle_constants), each d_i * c_i reduced, summed, reduced again (zero digits contribute
+// exact zeros and are skipped; one term within [-pi, pi] is unchanged by the last reduction). cst: [4, r] float64
+// rows c_0, c_1, c_2, f. One loop replaces torch's float64 passes (convert, multiply, scale, round, subtract,
+// narrow); the caller then takes torch's float32 cos/sin of the result.
+namespace {
+constexpr double kTwoPi = 6.283185307179586, kInvTwoPi = 1.0 / 6.283185307179586;
+constexpr int64_t kDirectLimit = int64_t(1) << 29;  // ropekit.angles.EXACT_POSITION_LIMIT
+
+inline double wrap_scalar(double a) { return a - std::nearbyint(a * kInvTwoPi) * kTwoPi; }
+
+// The reduced float64 angle of pair j; mode 0: p * f (|p| < 2**29), 1..3: that many digits (d0 [, d1 [, d2]]).
+inline double angle_scalar(const double* cst, int64_t r, int64_t j, double pf, double d0, double d1, double d2,
+                           int mode) {
+  if (mode == 0) return wrap_scalar(pf * cst[3 * r + j]);
+  double t = wrap_scalar(d0 * cst[j]);
+  if (mode == 1) return t;
+  t = t + wrap_scalar(d1 * cst[r + j]);
+  if (mode == 3) t = t + wrap_scalar(d2 * cst[2 * r + j]);
+  return wrap_scalar(t);
+}
+
+#ifdef __AVX2__
+inline __m256d wrap4(__m256d a) {
+  const __m256d turns = _mm256_round_pd(_mm256_mul_pd(a, _mm256_set1_pd(kInvTwoPi)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm256_sub_pd(a, _mm256_mul_pd(turns, _mm256_set1_pd(kTwoPi)));
+}
+inline __m256d angle4(const double* cst, int64_t r, int64_t j, double pf, double d0, double d1, double d2,
+                      int mode) {
+  if (mode == 0) return wrap4(_mm256_mul_pd(_mm256_set1_pd(pf), _mm256_loadu_pd(cst + 3 * r + j)));
+  __m256d t = wrap4(_mm256_mul_pd(_mm256_set1_pd(d0), _mm256_loadu_pd(cst + j)));
+  if (mode == 1) return t;
+  t = _mm256_add_pd(t, wrap4(_mm256_mul_pd(_mm256_set1_pd(d1), _mm256_loadu_pd(cst + r + j))));
+  if (mode == 3) t = _mm256_add_pd(t, wrap4(_mm256_mul_pd(_mm256_set1_pd(d2), _mm256_loadu_pd(cst + 2 * r + j))));
+  return wrap4(t);
+}
+#endif
+
+// rope_angles' float32 angles of position p for the r pairs into a_out (unit stride); cst: [4, r] float64.
+inline void angles_row(int64_t p, const double* cst, int64_t r, float* a_out, bool split_all) {
+  constexpr int64_t mask = (int64_t(1) << 21) - 1;
+  const int64_t d0 = p & mask, d1 = (p >> 21) & mask, d2 = p >> 42;  // arithmetic shift: d2 signed
+  const bool direct = !split_all && p < kDirectLimit && p > -kDirectLimit;
+  const int mode = direct ? 0 : (d2 != 0 ? 3 : (d1 != 0 ? 2 : 1));
+  const double pf = (double)p, f0 = (double)d0, f1 = (double)d1, f2 = (double)d2;
+  int64_t j = 0;
+#ifdef __AVX2__
+  for (; j + 4 <= r; j += 4) _mm_storeu_ps(a_out + j, _mm256_cvtpd_ps(angle4(cst, r, j, pf, f0, f1, f2, mode)));
+#endif
+  for (; j < r; ++j) a_out[j] = (float)angle_scalar(cst, r, j, pf, f0, f1, f2, mode);
+}
+
+}  // namespace
+
+// angles [N, r] float32 of int64 positions [N]: rope_angles' numbers: the digit split for every position once any
+// |p| >= 2**29 (as rope_angles decides for the whole tensor; one scan of the positions), else the float64 product.
+at::Tensor rope_angles32(const at::Tensor& positions, const at::Tensor& cst) {
+  TORCH_CHECK(positions.dim() == 1 && positions.scalar_type() == at::kLong, "ropekit: positions must be [N] int64");
+  TORCH_CHECK(cst.dim() == 2 && cst.size(0) == 4 && cst.is_contiguous() && cst.scalar_type() == at::kDouble,
+              "ropekit: constants must be [4, r] contiguous float64");
+  auto out = at::empty({positions.size(0), cst.size(1)}, positions.options().dtype(at::kFloat));
+  const int64_t n = positions.size(0), r = cst.size(1), ps = positions.stride(0);
+  const int64_t* pp = positions.data_ptr<int64_t>();
+  const double* cp = cst.data_ptr<double>();
+  float* o = out.data_ptr<float>();
+  bool split_all = false;
+  for (int64_t i = 0; i < n && !split_all; ++i) {
+    split_all = pp[i * ps] >= kDirectLimit || pp[i * ps] <= -kDirectLimit;
+  }
+  at::parallel_for(0, n, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, r)), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) angles_row(pp[i * ps], cp, r, o + i * r, split_all);
+  });
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rotary_qk", &rotary_qk, "Rotate q into q_out and k into k_out; returns whether streaming stores ran");
+  m.def("rope_angles32", &rope_angles32, "rope_angles' float32 angles [N, r] of int64 positions [N]");
 }
