@@ -298,6 +298,11 @@ def print_cos_sin_table(rows: list[dict], markdown: bool) -> None:
         cells = [f"{by[(shape, n)]['sec'] * 1e3:.3f} ({by[(shape, n)]['ratio']:.2f}x)" for n in COS_SIN_IMPLS]
         lines.append(["x".join(map(str, shape)), *cells])
     print("# rope_cos_sin table builders: float32 [T, r] for arange(T); ratios to the float32 way")
+    _print_rows(head, lines, markdown)
+
+
+def _print_rows(head: list[str], lines: list[list[str]], markdown: bool) -> None:
+    """One table: markdown, or right-aligned plain text."""
     if markdown:
         print("| " + " | ".join(head) + " |")
         print("|" + "|".join("---" for _ in head) + "|")
@@ -328,16 +333,7 @@ def print_table(rows: list[dict], markdown: bool) -> None:
             ["x".join(map(str, shape)), str(dtype).replace("torch.", ""), mode, f"{floor:.2f}"]
             + [cell(key, n) for n in impl_names]
         )
-    if markdown:
-        print("| " + " | ".join(head) + " |")
-        print("|" + "|".join("---" for _ in head) + "|")
-        for line in lines:
-            print("| " + " | ".join(line) + " |")
-        return
-    widths = [max(len(h), *(len(ln[i]) for ln in lines)) for i, h in enumerate(head)]
-    print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
-    for line in lines:
-        print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
+    _print_rows(head, lines, markdown)
 
 
 def write_csv(rows: list[dict], path: Path, reps: int) -> None:
