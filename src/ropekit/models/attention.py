@@ -129,7 +129,8 @@ class Attention(nn.Module):
         else:
             k = self._heads(self.k_proj(x), self.n_kv_heads)  # [B, Hk, T, D]
             v = self._heads(self.v_proj(x), self.n_kv_heads)
-            if pe is not None:
+            own_scores = pe is not None and pe.computes_scores
+            if pe is not None and not own_scores:
                 q, k = pe.rotate(q, k, positions)
             past = 0 if cache is None or cache.k is None else cache.k.shape[-2]
             if self.temperature is not None:
@@ -144,6 +145,9 @@ class Attention(nn.Module):
                 cache.k, cache.v, cache.positions = k, v, k_pos
             else:
                 k_pos = q_pos
+            if pe is not None and own_scores:
+                out = self._attend_scores(pe, q, k, v, q_pos, k_pos, key_mask, past)
+                return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))  # [B, T, C]
             if pe is not None:
                 bias = pe.bias(q_pos, k_pos)  # [1 or B, H, T, Tk] or None
         out = self._attend(q, k, v, bias, key_mask, past)
@@ -168,14 +172,19 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         q = self._heads(self.q_proj(x), self.n_heads)  # [B, H, T, D]
         k = self._heads(self.k_proj(x), self.n_kv_heads)  # [B, Hk, T, D]
-        if pe is not None:
+        own_scores = pe is not None and pe.computes_scores
+        if pe is not None and not own_scores:
             q, k = pe.rotate(q, k, positions)
         if self.temperature is not None:
             q = q * self._query_scale(0, T, q.device).to(q.dtype)
         k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # [B, H, T, D]
+        pos = positions_tensor(positions, T, x.device).expand(B, T)  # [B, T]
+        if pe is not None and own_scores:  # content-dependent kinds see the layer's own visibility (causal)
+            visible = self._visible(T, T, 0, None, x.device)
+            every = torch.ones(1, 1, T, T, dtype=torch.bool, device=x.device)
+            return pe.scores(q, k, pos, pos, every if visible is None else visible)
         scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # [B, H, T, T]; SDPA's scale (PoPE: q is 2D wide)
         if pe is not None:
-            pos = positions_tensor(positions, T, x.device).expand(B, T)  # [B, T]
             bias = pe.bias(pos, pos)
             if bias is not None:
                 scores = scores + bias
@@ -196,12 +205,47 @@ class Attention(nn.Module):
         if bias is None and key_mask is None and self.causal and past == 0 and Tk == T and self.window is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, enable_gqa=gqa)
         mask = torch.zeros(1, 1, T, Tk, device=q.device, dtype=q.dtype) if bias is None else bias.to(q.dtype)
-        if self.causal:
-            query_index = (past + torch.arange(T, device=q.device)).unsqueeze(-1)  # [T, 1]
-            visible = torch.arange(Tk, device=q.device) <= query_index
-            if self.window is not None:
-                visible &= torch.arange(Tk, device=q.device) > query_index - self.window
-            mask = mask.masked_fill(~visible, float("-inf"))  # [.., T, Tk]
-        if key_mask is not None:
-            mask = mask.masked_fill(~key_mask[:, None, None, :], float("-inf"))  # [B, .., T, Tk]
+        visible = self._visible(T, Tk, past, key_mask, q.device)
+        if visible is not None:
+            mask = mask.masked_fill(~visible, float("-inf"))  # [1 or B, .., T, Tk]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
+
+    def _visible(
+        self, T: int, Tk: int, past: int, key_mask: torch.Tensor | None, device: torch.device
+    ) -> torch.Tensor | None:
+        """``[1 or B, 1, T, Tk]`` bool, True where query ``i`` may see key ``j`` (causal by token order, the
+        sliding window, ``key_mask``), or ``None`` when every key is visible."""
+        visible = None
+        if self.causal:
+            query_index = (past + torch.arange(T, device=device)).unsqueeze(-1)  # [T, 1]
+            visible = torch.arange(Tk, device=device) <= query_index
+            if self.window is not None:
+                visible &= torch.arange(Tk, device=device) > query_index - self.window
+            visible = visible[None, None]  # [1, 1, T, Tk]
+        if key_mask is not None:
+            keys = key_mask[:, None, None, :].to(torch.bool)  # [B, 1, 1, Tk]
+            visible = keys if visible is None else visible & keys
+        return visible
+
+    def _attend_scores(
+        self,
+        pe: PositionEncoding,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        q_pos: torch.Tensor,
+        k_pos: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        past: int,
+    ) -> torch.Tensor:
+        """Attention with the encoding's own logits (:attr:`PositionEncoding.computes_scores`): ``[B, H, T, D]``."""
+        T, Tk = q.shape[-2], k.shape[-2]
+        groups = self.n_heads // self.n_kv_heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # [B, H, Tk, D]
+        visible = self._visible(T, Tk, past, key_mask, q.device)
+        if visible is None:
+            visible = torch.ones(1, 1, T, Tk, dtype=torch.bool, device=q.device)
+        scores = pe.scores(q, k, q_pos, k_pos, visible)  # [B, H, T, Tk]
+        weights = torch.softmax(scores.float().masked_fill(~visible, float("-inf")), dim=-1).to(v.dtype)
+        weights = F.dropout(weights, p=self.dropout if self.training else 0.0)
+        return weights @ v  # [B, H, T, D]

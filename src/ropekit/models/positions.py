@@ -134,6 +134,26 @@ class PositionEncoding(nn.Module):
         """``[Tq]``/``[B, Tq]`` and ``[Tk]``/``[B, Tk]`` -> ``[1 or B, H, Tq, Tk]`` or ``None``."""
         return None
 
+    #: True for kinds whose scores are not ``rotate(q) . rotate(k)`` (content-dependent positions, position
+    #: remapping): :meth:`rotate` and :meth:`bias` are then not called, the KV cache holds *unrotated* keys, and
+    #: :meth:`scores` computes the pre-softmax logits from the raw heads.
+    computes_scores: bool = False
+
+    def scores(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        q_positions: torch.Tensor,
+        k_positions: torch.Tensor,
+        visible: torch.Tensor,
+    ) -> torch.Tensor:
+        """Pre-softmax logits ``[B, H, Tq, Tk]`` (scaled, no mask) for kinds with :attr:`computes_scores`.
+
+        ``q: [B, H, Tq, D]`` and ``k: [B, H, Tk, D]`` unrotated (``k`` already repeated for grouped-query heads),
+        ``q_positions: [B, Tq]``, ``k_positions: [B, Tk]``, ``visible: [1 or B, 1, Tq, Tk]`` bool (True: the key
+        may be attended; the caller masks the rest to ``-inf`` after this returns)."""
+        raise NotImplementedError(f"position encoding {self.kind!r} does not compute its own scores")
+
 
 @register_position_encoding("none")
 class NoPE(PositionEncoding):
