@@ -9,7 +9,7 @@ Tiers: :mod:`ropekit.reference` (the math, the oracle of every test), :mod:`rope
 """
 
 from ropekit.cache import evict, rerotate, sink_window_keep
-from ropekit.functional import apply_rotary, apply_rotary_qk, rope_angles, rope_cos_sin
+from ropekit.functional import apply_rotary, apply_rotary_qk, apply_rotary_qk_tablefree, rope_angles, rope_cos_sin
 from ropekit.hf.config import from_hf_config, load_config_file
 from ropekit.kernels import use_backend
 from ropekit.layout import convert_qk_layout, layout_permutation
@@ -35,6 +35,7 @@ __all__ = [
     "apply_rotary_complex",
     "apply_rotary_matrix",
     "apply_rotary_qk",
+    "apply_rotary_qk_tablefree",
     "apply_rotary_reference",
     "convert_qk_layout",
     "evict",

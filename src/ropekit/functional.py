@@ -26,10 +26,19 @@ from ropekit.angles import (
     varlen_positions,
     wrap_angles,
 )
-from ropekit.kernels import dispatch
+from ropekit.kernels import dispatch, tablefree
+from ropekit.kernels.backend import current_backend
 from ropekit.kernels.cos_sin import cos_sin as fused_cos_sin
 
-__all__ = ["LAYOUTS", "apply_rotary", "apply_rotary_qk", "rope_angles", "rope_cos_sin", "split_cos_sin_cache"]
+__all__ = [
+    "LAYOUTS",
+    "apply_rotary",
+    "apply_rotary_qk",
+    "apply_rotary_qk_tablefree",
+    "rope_angles",
+    "rope_cos_sin",
+    "split_cos_sin_cache",
+]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -291,20 +300,19 @@ def _from_bhtd(x: torch.Tensor, layout: str) -> torch.Tensor:
     return x.squeeze(0).transpose(0, 1)  # squeeze, not [0]: select's backward would zero-fill and copy
 
 
-def _positions_for(
+def _token_positions(
     x4: torch.Tensor,
-    cos: Any,
-    sin: Any,
     layout: str,
     positions: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
     seqlen_offsets: int | torch.Tensor | None,
-    name: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Resolve layout / varlen / offsets to ``(cos, sin, positions)`` for the ``[..., H, T, D]`` view ``x4``.
+    device: torch.device,
+) -> torch.Tensor | int | None:
+    """The one reading of ``positions`` / ``cu_seqlens`` / ``seqlen_offsets`` for the ``[..., H, T, D]`` view ``x4``.
 
-    Returns tables and per-token positions in the dispatch contract: ``positions`` None (cos/sin broadcast over
-    x4) or ``[T]`` / ``[B, T]`` rows of ``[L, r]`` tables.
+    Returns per-token positions (``[T]`` varlen, the given ``positions``, or ``[B, T]`` from per-row offsets), an int
+    offset (token t is at position ``t + offset``), or ``None`` when nothing was given (``"bhtd"``: cos/sin broadcast
+    over x as given).
     """
     T = x4.shape[-2]
     if cu_seqlens is not None:
@@ -321,19 +329,13 @@ def _positions_for(
                     f"seqlen_offsets must have one entry per sequence ({cu_seqlens.shape[0] - 1}), got "
                     f"{tuple(offsets.shape)}"
                 )
-        return cos, sin, varlen_positions(cu_seqlens, T, offsets)
+        return varlen_positions(cu_seqlens, T, offsets)
     if positions is not None:
         if seqlen_offsets is not None:
             raise ValueError("pass either seqlen_offsets or positions= (add the offsets to the positions), not both")
-        return cos, sin, positions
+        return positions
     if seqlen_offsets is None and layout == "bhtd":
-        return cos, sin, None  # today's form: cos/sin [..., T, r] broadcast over x
-    # A table [L, r] read from row offset (+ t): flash-attention's seqlen_offsets and every non-default layout.
-    if not isinstance(cos, torch.Tensor) or cos.dim() != 2:
-        raise ValueError(
-            f"with layout={layout!r} or seqlen_offsets, cos and sin must be [L, rotary_dim/2] tables (token t uses "
-            f"row t + offset), got shape {tuple(cos.shape) if isinstance(cos, torch.Tensor) else type(cos)}"
-        )
+        return None
     if isinstance(seqlen_offsets, torch.Tensor):
         check_positions(seqlen_offsets, name="seqlen_offsets", dims=(1,))
         if layout == "thd" or x4.dim() != 4 or seqlen_offsets.shape[0] != x4.shape[0]:
@@ -341,17 +343,46 @@ def _positions_for(
                 f"seqlen_offsets as a tensor holds one offset per batch row ({x4.shape[0] if x4.dim() == 4 else '-'})"
                 f" of a batched layout, or per sequence with cu_seqlens; got shape {tuple(seqlen_offsets.shape)}"
             )
-        pos = torch.arange(T, device=cos.device) + seqlen_offsets.to(device=cos.device, dtype=torch.int64)[:, None]
-        return cos, sin, pos  # [B, T]
+        return torch.arange(T, device=device) + seqlen_offsets.to(device=device, dtype=torch.int64)[:, None]  # [B, T]
     off = 0 if seqlen_offsets is None else seqlen_offsets
     if not isinstance(off, int) or isinstance(off, bool) or off < 0:
         raise ValueError(f"seqlen_offsets must be a non-negative int or a [B] / [n_seq] tensor, got {off!r}")
-    if off + T > cos.shape[0]:
+    return off
+
+
+def _positions_for(
+    x4: torch.Tensor,
+    cos: Any,
+    sin: Any,
+    layout: str,
+    positions: torch.Tensor | None,
+    cu_seqlens: torch.Tensor | None,
+    seqlen_offsets: int | torch.Tensor | None,
+    name: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Resolve layout / varlen / offsets to ``(cos, sin, positions)`` for the ``[..., H, T, D]`` view ``x4``.
+
+    Returns tables and per-token positions in the dispatch contract: ``positions`` None (cos/sin broadcast over
+    x4) or ``[T]`` / ``[B, T]`` rows of ``[L, r]`` tables.
+    """
+    T = x4.shape[-2]
+    table_rows = cu_seqlens is None and positions is None and (seqlen_offsets is not None or layout != "bhtd")
+    if table_rows and (not isinstance(cos, torch.Tensor) or cos.dim() != 2):
+        # A table [L, r] read from row offset (+ t): flash-attention's seqlen_offsets and every non-default layout.
         raise ValueError(
-            f"{name} has {T} tokens from row {off} but the cos/sin table has {cos.shape[0]} rows; build the table for "
-            f"at least {off + T} positions"
+            f"with layout={layout!r} or seqlen_offsets, cos and sin must be [L, rotary_dim/2] tables (token t uses "
+            f"row t + offset), got shape {tuple(cos.shape) if isinstance(cos, torch.Tensor) else type(cos)}"
         )
-    return cos[off : off + T], sin[off : off + T], None
+    device = cos.device if isinstance(cos, torch.Tensor) else x4.device
+    pos = _token_positions(x4, layout, positions, cu_seqlens, seqlen_offsets, device)
+    if pos is None or isinstance(pos, torch.Tensor):
+        return cos, sin, pos
+    if pos + T > cos.shape[0]:
+        raise ValueError(
+            f"{name} has {T} tokens from row {pos} but the cos/sin table has {cos.shape[0]} rows; build the table for "
+            f"at least {pos + T} positions"
+        )
+    return cos[pos : pos + T], sin[pos : pos + T], None
 
 
 def _check_slice(head_dim: int, cos: torch.Tensor, rotary_offset: int, name: str) -> None:
@@ -496,3 +527,92 @@ def apply_rotary_qk(
     if inplace:
         return q, k
     return _from_bhtd(out_q, layout), _from_bhtd(out_k, layout)
+
+
+def apply_rotary_qk_tablefree(
+    q: torch.Tensor,
+    k: torch.Tensor | None,
+    inv_freq: torch.Tensor,
+    *,
+    positions: torch.Tensor | None = None,
+    interleaved: bool = False,
+    layout: str = "bhtd",
+    cu_seqlens: torch.Tensor | None = None,
+    seqlen_offsets: int | torch.Tensor | None = None,
+    rotary_offset: int = 0,
+    inverse: bool = False,
+    attention_factor: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rotate q (and k) with angles formed inside the kernel from positions and ``inv_freq``: no cos/sin table.
+
+    The same rotation as ``apply_rotary_qk(q, k, *rope_cos_sin(inv_freq, pos, attention_factor=...), ...)``: the
+    angle of each (token, pair) is reduced exactly for any int64 position
+    (:func:`ropekit.angles.exact_position_angles`), once per token and reused for every head of q and k
+    (:mod:`ropekit.kernels.tablefree`). Its cos/sin may differ from the table's by one float32 ulp; the precision
+    is the same.
+
+    Args:
+        q: ``[..., Hq, T, D]`` in ``layout`` (see :func:`apply_rotary`); k: ``[..., Hk, T, D]`` or ``None`` (q only).
+        inv_freq: ``[r]`` float frequencies (:func:`ropekit.rope_frequencies`); ``2 r`` features rotate.
+        positions: integer ``[T]`` / ``[B, T]`` (``[total_tokens]`` for ``"thd"``); default ``t`` (plus
+            ``seqlen_offsets``). ``cu_seqlens``: ``"thd"`` packed sequences, positions restart per sequence.
+        attention_factor: multiplies cos and sin (YaRN / LongRoPE's ``attention_factor`` from
+            :func:`ropekit.rope_frequencies`).
+        interleaved, layout, seqlen_offsets, rotary_offset, inverse: as in :func:`apply_rotary`.
+
+    Returns:
+        ``(q_out, k_out)`` new tensors in the inputs' layout and dtype (``k_out`` None when k is None).
+        Differentiable in q and k; the backward saves only the positions and frequencies.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    _check_inv_freq(inv_freq)
+    if isinstance(attention_factor, bool) or not isinstance(attention_factor, (int, float)) or not (
+        math.isfinite(attention_factor) and attention_factor > 0
+    ):
+        raise ValueError(f"attention_factor must be a positive finite number, got {attention_factor!r}")
+    views = []
+    for name, x in (("q", q), ("k", k)):
+        if x is None and name == "k":
+            continue
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in _FLOATS:
+            raise ValueError(f"{name} must be a floating tensor (fp16/bf16/fp32/fp64), got {x.dtype}")
+        if x.dim() < 2:
+            raise ValueError(f"{name} must be [..., T, head_dim] with at least 2 dims, got shape {tuple(x.shape)}")
+        views.append(_to_bhtd(x, layout, name))
+    q4 = views[0]
+    k4 = views[1] if len(views) > 1 else None
+    r = inv_freq.shape[0]
+    if r == 0:
+        raise ValueError("inv_freq is empty: nothing to rotate (rotary_dim must be >= 2)")
+    _check_slice(q4.shape[-1], inv_freq[None], rotary_offset, "q")  # [1, r]: the slice check reads r columns
+    if k4 is not None and (k4.shape[-1] != q4.shape[-1] or k4.shape[-2] != q4.shape[-2] or k4.dtype != q4.dtype):
+        raise ValueError(
+            f"q {tuple(q.shape)} {q.dtype} and k {tuple(k4.shape)} {k4.dtype} must share T, head_dim and dtype"
+        )
+    unbatched = q4.dim() == 3  # [H, T, D]
+    if unbatched:
+        q4, k4 = q4[None], (None if k4 is None else k4[None])
+    if q4.dim() != 4 or (k4 is not None and k4.dim() != 4):
+        raise ValueError(f"q and k must be [B, H, T, D] or [H, T, D] (or their layout's form), got {tuple(q.shape)}")
+    if k4 is not None and k4.shape[0] != q4.shape[0]:
+        raise ValueError(f"q and k must share the batch dim, got {q4.shape[0]} and {k4.shape[0]}")
+    T = q4.shape[-2]
+    pos = _token_positions(q4, layout, positions, cu_seqlens, seqlen_offsets, q4.device)
+    if pos is None or isinstance(pos, int):
+        pos = torch.arange(T, device=q4.device) + (pos or 0)
+    check_positions(pos, dims=(1, 2))
+    if pos.shape[-1] != T or (pos.dim() == 2 and pos.shape[0] not in (1, q4.shape[0])):
+        raise ValueError(
+            f"positions must be [T] or [B, T] with T = {T} and B = {q4.shape[0]}, got shape {tuple(pos.shape)}"
+        )
+    pos2 = pos.reshape(1, T) if pos.dim() == 1 else pos  # [Bp, T]
+    out_q, out_k = tablefree.rotate(
+        q4, k4, pos2.to(torch.int64), inv_freq, interleaved=interleaved, conj=inverse, offset=rotary_offset,
+        scale=float(attention_factor), backend=current_backend().value,
+    )  # fmt: skip
+    if unbatched:
+        out_q, out_k = out_q[0], (None if out_k is None else out_k[0])
+    return _from_bhtd(out_q, layout), (None if out_k is None else _from_bhtd(out_k, layout))

@@ -516,7 +516,170 @@ inline void angles_row(int64_t p, const double* cst, int64_t r, float* a_out, bo
   for (; j < r; ++j) a_out[j] = (float)angle_scalar(cst, r, j, pf, f0, f1, f2, mode);
 }
 
+// ---- Table-free rotation: cos/sin per token from the exact angle, no table --------------------------------------
+// Each token's angles come from angle_scalar/angle4 (the digit split beyond 2**29, the float64 product below it:
+// exact_position_angles' reduction, within one float32 rounding plus 1e-8 rad), narrowed to float32 (rope_angles'
+// number); then sine and cosine are evaluated in float64: quadrant n = rint(a * 2 / pi), y = a - n pi/2 in
+// [-pi/4, pi/4], and Cephes' minimax polynomials for sinf/cosf on that interval (S. L. Moshier, "Methods and
+// Programs for Mathematical Functions", 1989; the coefficients of sinf.c/cosf.c) evaluated in float64
+// (approximation error below 1e-9), rounded once to float32: within half an ulp plus 1e-9 of cos/sin of the float32
+// angle (torch's float32 cos is within one ulp of it, so the two may differ by an ulp).
+constexpr double kPiO2 = 1.5707963267948966, kTwoOPi = 0.6366197723675814;
+constexpr double kS1 = -1.6666654611e-1, kS2 = 8.3321608736e-3, kS3 = -1.9515295891e-4;
+constexpr double kC1 = 4.166664568298827e-2, kC2 = -1.388731625493765e-3, kC3 = 2.443315711809948e-5;
+constexpr int64_t kMaxPairs = 1024;  // the per-token stack buffer (tablefree._MAX_CPP_PAIRS)
+
+inline void sincos_scalar(double w, float* c, float* s) {
+  const double a = (double)(float)w;  // rope_angles' float32 angle
+  const double n = std::nearbyint(a * kTwoOPi);
+  const double y = a - n * kPiO2, z = y * y;
+  const double sy = y + y * z * (kS1 + z * (kS2 + z * kS3));
+  const double cy = 1.0 - 0.5 * z + z * z * (kC1 + z * (kC2 + z * kC3));
+  const int q = ((int)n) & 3;
+  const double sv = (q & 1) ? cy : sy, cv = (q & 1) ? sy : cy;
+  *s = (float)((q & 2) ? -sv : sv);
+  *c = (float)(((q + 1) & 2) ? -cv : cv);
+}
+
+#ifdef __AVX2__
+inline __m256d sel4(__m256d a, __m256d b, __m256d m) { return _mm256_blendv_pd(a, b, m); }
+// 4 reduced float64 angles -> their float32 cos and sin (the same operations as sincos_scalar).
+inline void sincos4(__m256d w, __m128* c, __m128* s) {
+  const __m256d a = _mm256_cvtps_pd(_mm256_cvtpd_ps(w));
+  const __m256d n = _mm256_round_pd(_mm256_mul_pd(a, _mm256_set1_pd(kTwoOPi)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256d y = _mm256_sub_pd(a, _mm256_mul_pd(n, _mm256_set1_pd(kPiO2))), z = _mm256_mul_pd(y, y);
+  __m256d ps = _mm256_add_pd(_mm256_set1_pd(kS2), _mm256_mul_pd(z, _mm256_set1_pd(kS3)));
+  ps = _mm256_add_pd(_mm256_set1_pd(kS1), _mm256_mul_pd(z, ps));
+  const __m256d sy = _mm256_add_pd(y, _mm256_mul_pd(_mm256_mul_pd(y, z), ps));
+  __m256d pc = _mm256_add_pd(_mm256_set1_pd(kC2), _mm256_mul_pd(z, _mm256_set1_pd(kC3)));
+  pc = _mm256_add_pd(_mm256_set1_pd(kC1), _mm256_mul_pd(z, pc));
+  const __m256d cy = _mm256_add_pd(_mm256_sub_pd(_mm256_set1_pd(1.0), _mm256_mul_pd(_mm256_set1_pd(0.5), z)),
+                                   _mm256_mul_pd(_mm256_mul_pd(z, z), pc));
+  const __m256i q = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n));  // quadrant n mod 4 in 64-bit lanes
+  const __m256i one = _mm256_set1_epi64x(1), two = _mm256_set1_epi64x(2);
+  const __m256d swap = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_and_si256(q, one), one));
+  const __m256d sv = sel4(sy, cy, swap), cv = sel4(cy, sy, swap);
+  const __m256i sneg = _mm256_slli_epi64(_mm256_and_si256(q, two), 62);  // bit 1 of q -> the sign bit
+  const __m256i cneg = _mm256_slli_epi64(_mm256_and_si256(_mm256_add_epi64(q, one), two), 62);
+  *s = _mm256_cvtpd_ps(_mm256_xor_pd(sv, _mm256_castsi256_pd(sneg)));
+  *c = _mm256_cvtpd_ps(_mm256_xor_pd(cv, _mm256_castsi256_pd(cneg)));
+}
+#endif
+
+// cos/sin of position p for the r pairs into c_out/s_out (float32, unit stride), times scale; cst: [4, r].
+inline void cos_sin_row(int64_t p, const double* cst, int64_t r, float scale, float* c_out, float* s_out) {
+  constexpr int64_t mask = (int64_t(1) << 21) - 1;
+  const int64_t d0 = p & mask, d1 = (p >> 21) & mask, d2 = p >> 42;  // arithmetic shift: d2 signed
+  const int mode = (p < kDirectLimit && p > -kDirectLimit) ? 0 : (d2 != 0 ? 3 : (d1 != 0 ? 2 : 1));
+  const double pf = (double)p, f0 = (double)d0, f1 = (double)d1, f2 = (double)d2;
+  int64_t j = 0;
+#ifdef __AVX2__
+  for (; j + 4 <= r; j += 4) {
+    __m128 c, s;
+    sincos4(angle4(cst, r, j, pf, f0, f1, f2, mode), &c, &s);
+    _mm_storeu_ps(c_out + j, c);
+    _mm_storeu_ps(s_out + j, s);
+  }
+#endif
+  for (; j < r; ++j) sincos_scalar(angle_scalar(cst, r, j, pf, f0, f1, f2, mode), c_out + j, s_out + j);
+  if (scale != 1.0f) {
+    for (int64_t i = 0; i < r; ++i) { c_out[i] *= scale; s_out[i] *= scale; }
+  }
+}
+
+// The cos/sin of token (b, t) are computed once into a stack buffer and used for every head of q and then of k of
+// that token: rows are walked (batch, token) outer, heads inner, in any storage order.
+template <typename S, bool INTERLEAVED, bool CONJ, int NR, bool NT>
+void run_angles(const Side* sides, int n_sides, const at::Tensor& positions, const at::Tensor& cst, float scale) {
+  using R = typename S::raw;
+  const int64_t r = cst.size(1), B = sides[0].B, T = sides[0].T;
+  const int64_t* pp = positions.data_ptr<int64_t>();
+  const int64_t pb = positions.size(0) == 1 ? 0 : positions.stride(0), pt = positions.stride(1);
+  const double* cp = cst.data_ptr<double>();
+  int64_t heads = 0;
+  for (int i = 0; i < n_sides; ++i) heads += sides[i].H;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, sides[0].D * heads));
+  at::parallel_for(0, B * T, grain, [&](int64_t begin, int64_t end) {
+    alignas(32) float cbuf[kMaxPairs], sbuf[kMaxPairs];
+    for (int64_t m = begin; m < end; ++m) {
+      const int64_t b = m / T, t = m % T;
+      cos_sin_row(pp[b * pb + t * pt], cp, r, scale, cbuf, sbuf);
+      for (int i = 0; i < n_sides; ++i) {
+        const Side& sd = sides[i];
+        if (sd.B * sd.H * sd.T == 0) continue;
+        const R* x = static_cast<const R*>(sd.x) + b * sd.xb + t * sd.xt;
+        R* o = static_cast<R*>(sd.o) + b * sd.ob + t * sd.ot;
+        for (int64_t h = 0; h < sd.H; ++h, x += sd.xh, o += sd.oh) {
+          rotate_row<S, INTERLEAVED, CONJ, NR, NT>(x, o, cbuf, sbuf, r, sd.D);
+        }
+      }
+    }
+#ifdef ROPEKIT_AVX2
+    if (NT) _mm_sfence();
+#endif
+  });
+}
+
+template <typename S, int NR, bool NT>
+void angles_flags(const Side* s, int n, const at::Tensor& p, const at::Tensor& cst, float scale, bool interleaved,
+                  bool conj) {
+  if (interleaved && conj) run_angles<S, true, true, NR, NT>(s, n, p, cst, scale);
+  else if (interleaved) run_angles<S, true, false, NR, NT>(s, n, p, cst, scale);
+  else if (conj) run_angles<S, false, true, NR, NT>(s, n, p, cst, scale);
+  else run_angles<S, false, false, NR, NT>(s, n, p, cst, scale);
+}
+
+template <typename S>
+void angles_dtype(const Side* s, int n, const at::Tensor& p, const at::Tensor& cst, float scale, bool interleaved,
+                  bool conj, bool stream) {
+  const int64_t r = cst.size(1);
+#ifdef ROPEKIT_SIMD
+  if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {
+    if constexpr (kCanStream) {
+      if (stream) {
+        if (r == 64) return angles_flags<S, 64, true>(s, n, p, cst, scale, interleaved, conj);
+        return angles_flags<S, 0, true>(s, n, p, cst, scale, interleaved, conj);
+      }
+    }
+    if (r == 32) return angles_flags<S, 32, false>(s, n, p, cst, scale, interleaved, conj);
+    if (r == 64) return angles_flags<S, 64, false>(s, n, p, cst, scale, interleaved, conj);
+  }
+#endif
+  (void)r;
+  angles_flags<S, 0, false>(s, n, p, cst, scale, interleaved, conj);
+}
+
 }  // namespace
+
+// Rotate q into q_out and k into k_out with angles computed in the kernel from positions [Bp, T] int64 and the
+// constants [4, r] (c_0, c_1, c_2, f), cos/sin times scale; float32/bf16/fp16 storage. Returns whether streaming
+// stores ran.
+bool rotary_qk_angles(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out, at::Tensor k_out,
+                      const at::Tensor& positions, const at::Tensor& cst, double scale, bool interleaved, bool conj,
+                      int64_t stream_min_bytes) {
+  TORCH_CHECK(cst.dim() == 2 && cst.size(0) == 4 && cst.is_contiguous() && cst.scalar_type() == at::kDouble,
+              "ropekit: constants must be [4, r] contiguous float64");
+  TORCH_CHECK(cst.size(1) <= kMaxPairs, "ropekit: at most ", kMaxPairs, " rotary pairs in the table-free kernel");
+  TORCH_CHECK(positions.dim() == 2 && positions.scalar_type() == at::kLong, "ropekit: positions must be [Bp, T]");
+  Side sides[2];
+  int n = 0;
+  sides[n++] = make_side(q, q_out, cst, true);
+  if (k.defined() && k.numel()) sides[n++] = make_side(k, k_out, cst, true);
+  TORCH_CHECK(n == 1 || (sides[1].B == sides[0].B && sides[1].T == sides[0].T), "ropekit: q and k must share B, T");
+  TORCH_CHECK(positions.size(1) == sides[0].T && (positions.size(0) == 1 || positions.size(0) == sides[0].B),
+              "ropekit: positions must be [1 or B, T]");
+  const auto dt = q.scalar_type();
+  TORCH_CHECK(n == 1 || k.scalar_type() == dt, "ropekit: q and k must share a dtype");
+  const int64_t r = cst.size(1), elem = q.element_size();
+  const bool stream = want_stream(sides, n, r, interleaved, elem, stream_min_bytes);
+  const float sc = (float)scale;
+  if (dt == at::kFloat) angles_dtype<F32>(sides, n, positions, cst, sc, interleaved, conj, stream);
+  else if (dt == at::kBFloat16) angles_dtype<BF16>(sides, n, positions, cst, sc, interleaved, conj, stream);
+  else if (dt == at::kHalf) angles_dtype<F16>(sides, n, positions, cst, sc, interleaved, conj, false);
+  else TORCH_CHECK(false, "ropekit: the table-free kernel takes float32/bf16/fp16, got ", dt);
+  return stream;
+}
 
 // angles [N, r] float32 of int64 positions [N]: rope_angles' numbers: the digit split for every position once any
 // |p| >= 2**29 (as rope_angles decides for the whole tensor; one scan of the positions), else the float64 product.
@@ -542,4 +705,5 @@ at::Tensor rope_angles32(const at::Tensor& positions, const at::Tensor& cst) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rotary_qk", &rotary_qk, "Rotate q into q_out and k into k_out; returns whether streaming stores ran");
   m.def("rope_angles32", &rope_angles32, "rope_angles' float32 angles [N, r] of int64 positions [N]");
+  m.def("rotary_qk_angles", &rotary_qk_angles, "Table-free rotation: angles from positions in the kernel");
 }

@@ -19,9 +19,11 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["rotary_qk"]
+__all__ = ["rotary_qk", "rotary_qk_angles"]
 
-_BLOCK_M = 16  # rows (tokens x heads) per program
+_BLOCK_M = int(os.environ.get("ROPEKIT_TRITON_BLOCK_M", "16"))  # rows (tokens x heads) per program
+_NUM_WARPS = int(os.environ.get("ROPEKIT_TRITON_WARPS", "4"))
+_BLOCK_T = int(os.environ.get("ROPEKIT_TRITON_BLOCK_T", "4"))  # tokens per program of the table-free kernel
 
 
 @triton.jit
@@ -171,4 +173,122 @@ def rotary_qk(
         INTERLEAVED=interleaved,
         CONJ=conj,
         COPY_TAIL=(2 * r < D) and (q.data_ptr() != q_out.data_ptr()),
+        num_warps=_NUM_WARPS,
+    )  # fmt: skip
+
+
+# ---- Table-free: angles from positions inside the kernel -------------------------------------------------------
+# One program takes BLOCK_T tokens of one batch row: it forms their angles once, with the digit split of
+# ropekit.angles.exact_position_angles (p = d2 * 2**42 + d1 * 2**21 + d0, each d_i * c_i reduced in float64,
+# c_i = (2**(21 i) f) mod 2 pi from exact_angle_constants), narrows them to float32 as rope_angles does, takes
+# cos/sin of that float32 angle in float64 (rounded once to float32), and rotates every head of q and then k of
+# those tokens with them. No [T, r] table exists in memory. The turn count is floor(x / 2 pi + 0.5): any integer
+# count is an exact reduction step, so ties rounding either way change nothing beyond the float64 rounding.
+
+
+@triton.jit
+def _wrap64(a):
+    return a - tl.floor(a * 0.15915494309189535 + 0.5) * 6.283185307179586
+
+
+@triton.jit
+def _rotate_token_rows(
+    x_ptr, o_ptr, c, s, b, t, t_ok, j, H, sxb, sxh, sxt, sob, soh, sot, r, D,
+    BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr, INTERLEAVED: tl.constexpr, COPY_TAIL: tl.constexpr,
+):  # fmt: skip
+    mask = t_ok[:, None] & (j[None, :] < r)  # [BLOCK_T, BLOCK_R]
+    if INTERLEAVED:
+        ia = 2 * j
+        ib = 2 * j + 1
+    else:
+        ia = j
+        ib = j + r
+    out_ty = o_ptr.dtype.element_ty
+    for h in range(0, H):
+        x_row = b * sxb + h * sxh + t * sxt  # [BLOCK_T]
+        o_row = b * sob + h * soh + t * sot
+        a = tl.load(x_ptr + x_row[:, None] + ia[None, :], mask=mask, other=0.0).to(tl.float32)
+        bb = tl.load(x_ptr + x_row[:, None] + ib[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(o_ptr + o_row[:, None] + ia[None, :], (a * c - bb * s).to(out_ty), mask=mask)
+        tl.store(o_ptr + o_row[:, None] + ib[None, :], (bb * c + a * s).to(out_ty), mask=mask)
+        if COPY_TAIL:
+            jt = 2 * r + tl.arange(0, BLOCK_P)
+            tmask = t_ok[:, None] & (jt[None, :] < D)
+            tail = tl.load(x_ptr + x_row[:, None] + jt[None, :], mask=tmask, other=0.0)
+            tl.store(o_ptr + o_row[:, None] + jt[None, :], tail, mask=tmask)
+
+
+@triton.jit
+def _rotary_qk_angles_kernel(
+    q_ptr, qo_ptr, k_ptr, ko_ptr, pos_ptr, cst_ptr,
+    Hq, Hk, T,
+    sqb, sqh, sqt, sqob, sqoh, sqot,
+    skb, skh, skt, skob, skoh, skot,
+    spb, spt, r, D, scale,
+    BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr,
+    INTERLEAVED: tl.constexpr, CONJ: tl.constexpr, COPY_TAIL: tl.constexpr,
+):  # fmt: skip
+    b = tl.program_id(1).to(tl.int64)
+    t = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T).to(tl.int64)  # [BLOCK_T]
+    t_ok = t < T
+    p = tl.load(pos_ptr + b * spb + t * spt, mask=t_ok, other=0)  # [BLOCK_T] int64
+    j = tl.arange(0, BLOCK_R)
+    jm = j < r
+    c0 = tl.load(cst_ptr + j, mask=jm, other=0.0)[None, :]  # [1, BLOCK_R] float64
+    c1 = tl.load(cst_ptr + r + j, mask=jm, other=0.0)[None, :]
+    c2 = tl.load(cst_ptr + 2 * r + j, mask=jm, other=0.0)[None, :]
+    d0 = (p & 0x1FFFFF).to(tl.float64)[:, None]  # [BLOCK_T, 1]
+    d1 = ((p >> 21) & 0x1FFFFF).to(tl.float64)[:, None]
+    d2 = (p >> 42).to(tl.float64)[:, None]  # arithmetic shift: the signed top digit
+    angle = _wrap64(_wrap64(d0 * c0) + _wrap64(d1 * c1) + _wrap64(d2 * c2))  # [BLOCK_T, BLOCK_R]
+    a32 = angle.to(tl.float32).to(tl.float64)  # rope_angles' float32 angle
+    c = (tl.cos(a32) * scale).to(tl.float32)
+    s = (tl.sin(a32) * scale).to(tl.float32)
+    if CONJ:
+        s = -s
+    _rotate_token_rows(
+        q_ptr, qo_ptr, c, s, b, t, t_ok, j, Hq, sqb, sqh, sqt, sqob, sqoh, sqot, r, D,
+        BLOCK_R, BLOCK_P, INTERLEAVED, COPY_TAIL,
+    )  # fmt: skip
+    _rotate_token_rows(
+        k_ptr, ko_ptr, c, s, b, t, t_ok, j, Hk, skb, skh, skt, skob, skoh, skot, r, D,
+        BLOCK_R, BLOCK_P, INTERLEAVED, COPY_TAIL,
+    )  # fmt: skip
+
+
+def rotary_qk_angles(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_out: torch.Tensor,
+    k_out: torch.Tensor,
+    positions: torch.Tensor,
+    cst: torch.Tensor,
+    scale: float,
+    interleaved: bool,
+    conj: bool,
+) -> None:
+    """Table-free launch: ``positions: [Bp, T]`` int64, ``cst: [3, r]`` float64 digit constants on q's device."""
+    if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(
+            f"the triton backend needs CUDA tensors (got {q.device}); for CPU tensors set TRITON_INTERPRET=1 "
+            "before importing ropekit, or use the 'cpp' / 'auto' backend"
+        )
+    r, D = cst.shape[-1], q.shape[-1]
+    B, T = q.shape[0], q.shape[2]
+    if B * T == 0:
+        return
+    spb = 0 if positions.shape[0] == 1 else positions.stride(0)
+    grid = (triton.cdiv(T, _BLOCK_T), B)
+    _rotary_qk_angles_kernel[grid](
+        q, q_out, k, k_out, positions, cst,
+        q.shape[1], k.shape[1] if k.shape[2] else 0, T,
+        *q.stride()[:3], *q_out.stride()[:3], *k.stride()[:3], *k_out.stride()[:3],
+        spb, positions.stride(1), r, D, float(scale),
+        BLOCK_T=_BLOCK_T,
+        BLOCK_R=triton.next_power_of_2(r),
+        BLOCK_P=triton.next_power_of_2(max(D - 2 * r, 1)),
+        INTERLEAVED=interleaved,
+        CONJ=conj,
+        COPY_TAIL=(2 * r < D) and (q.data_ptr() != q_out.data_ptr()),
+        num_warps=_NUM_WARPS,
     )  # fmt: skip
