@@ -51,3 +51,12 @@ def test_bad_config_is_one_clear_line(tmp_path, capsys):
 def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "ropekit.cli", "--help"], capture_output=True, text=True, check=True)
     assert "verify" in out.stdout and "freqs" in out.stdout
+
+
+def test_python_dash_m_ropekit_runs_the_cli() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ropekit", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage: ropekit" in done.stdout

@@ -102,3 +102,27 @@ def test_strided_tables_and_packed_thd_views() -> None:
         apply_rotary_qk(heads[:, :4], heads[:, 4:6], c, s, positions=pos, layout="thd", inplace=True)
     assert_matches(heads[:, :4], want_q)
     assert torch.equal(heads[:, 6:], v_before)
+
+
+@pytest.mark.parametrize("token_programs", [True, False])
+def test_both_launch_forms_match_the_reference(token_programs: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables without a head axis run one program per token block over all heads (or, switched off, the row
+    kernel); a table that varies by head always takes the row kernel. Each form matches the reference."""
+    from ropekit.kernels import triton_rotary
+
+    monkeypatch.setattr(triton_rotary, "_TOKEN_PROGRAMS", token_programs)
+    for i, mode in enumerate(POSITION_MODES):
+        case = make_case(torch.float32, mode, Hq=6, Hk=2, T=7, D=20, r=9, seed=40 + i)
+        ref_q, ref_k = reference_qk(case, False)
+        with use_backend("triton"):
+            out_q, out_k = apply_rotary_qk(case.q, case.k, case.cos, case.sin, positions=case.positions)
+        assert_matches(out_q, ref_q)
+        assert_matches(out_k, ref_k)
+    g = torch.Generator().manual_seed(7)
+    q, k = torch.randn(2, 3, 5, 16, generator=g), torch.randn(2, 3, 5, 16, generator=g)
+    angles = torch.randn(2, 3, 5, 8, generator=g)  # [B, H, T, r]: a different rotation per head
+    cos, sin = angles.cos(), angles.sin()
+    with use_backend("triton"):
+        out_q, out_k = apply_rotary_qk(q, k, cos, sin, interleaved=True)
+    assert_matches(out_q, apply_rotary_reference(q, cos, sin, interleaved=True))
+    assert_matches(out_k, apply_rotary_reference(k, cos, sin, interleaved=True))

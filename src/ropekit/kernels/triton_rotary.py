@@ -8,7 +8,7 @@ registers and narrowed once on store.
 
 Runs on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (how CI tests it; the variable must be set
 before this module is imported). It is called from the body of the ``ropekit::rotary_qk`` custom ops, which
-``torch.compile`` treats as opaque, so compiled graphs stay whole. No GPU speed has been measured.
+``torch.compile`` treats as opaque, so compiled graphs stay whole. GPU figures: ``docs/kernels.md``, "On a GPU".
 """
 
 from __future__ import annotations
@@ -23,7 +23,17 @@ __all__ = ["rotary_qk", "rotary_qk_angles"]
 
 _BLOCK_M = int(os.environ.get("ROPEKIT_TRITON_BLOCK_M", "16"))  # rows (tokens x heads) per program
 _NUM_WARPS = int(os.environ.get("ROPEKIT_TRITON_WARPS", "4"))
-_BLOCK_T = int(os.environ.get("ROPEKIT_TRITON_BLOCK_T", "4"))  # tokens per program of the table-free kernel
+# Table-free kernel: tokens per program and warps. H200, 2026-12-04 (benchmarks/gpu_check.py --sweep, 1x64/8x32768x128
+# bf16 forward): BLOCK_T 2 with 1 warp was the fastest of 20 settings, 1.13x the copy floor (16 and 4 warps: 1.21x).
+_BLOCK_T = int(os.environ.get("ROPEKIT_TRITON_BLOCK_T", "2"))
+_NUM_WARPS_T = int(os.environ.get("ROPEKIT_TRITON_WARPS_T", "1"))
+# Opt-in (ROPEKIT_TRITON_TOKEN_PROGRAMS=1): tables without a head axis ([T, r], [B, 1, T, r], [L, r] + positions)
+# run one program per BLOCK_TT tokens over all heads, as the table-free kernel does, instead of the row kernel
+# (which reloads cos/sin per head: 1.31-1.41x the floor in that sweep). Tested under TRITON_INTERPRET=1 only: no GPU
+# has run it yet, so it is not the default.
+_TOKEN_PROGRAMS = os.environ.get("ROPEKIT_TRITON_TOKEN_PROGRAMS", "0") == "1"
+_BLOCK_TT = int(os.environ.get("ROPEKIT_TRITON_BLOCK_TT", "2"))
+_NUM_WARPS_TT = int(os.environ.get("ROPEKIT_TRITON_WARPS_TT", "1"))
 
 
 @triton.jit
@@ -158,6 +168,23 @@ def rotary_qk(
     else:
         scb, sch, sct = _broadcast_strides(cos)
         spb, spt, pos = 0, 0, cos  # unused pointer
+    if _TOKEN_PROGRAMS and sch == 0 and q.shape[0] * q.shape[2]:  # one cos/sin row per token: reuse across heads
+        B, T = q.shape[0], q.shape[2]
+        _rotary_qk_tokens_kernel[(triton.cdiv(T, _BLOCK_TT), B)](
+            q, q_out, k, k_out, cos, sin, pos,
+            q.shape[1], k.shape[1] if n_k else 0, T,
+            *q.stride()[:3], *q_out.stride()[:3], *k.stride()[:3], *k_out.stride()[:3],
+            scb, sct, spb, spt, r, D,
+            BLOCK_T=_BLOCK_TT,
+            BLOCK_R=triton.next_power_of_2(r),
+            BLOCK_P=triton.next_power_of_2(max(D - 2 * r, 1)),
+            HAS_POS=positions is not None,
+            INTERLEAVED=interleaved,
+            CONJ=conj,
+            COPY_TAIL=(2 * r < D) and (q.data_ptr() != q_out.data_ptr()),
+            num_warps=_NUM_WARPS_TT,
+        )  # fmt: skip
+        return
     grid = (triton.cdiv(n_q, _BLOCK_M) + triton.cdiv(n_k, _BLOCK_M),)
     if grid[0] == 0:
         return
@@ -207,8 +234,8 @@ def _rotate_token_rows(
     for h in range(0, H):
         x_row = b * sxb + h * sxh + t * sxt  # [BLOCK_T]
         o_row = b * sob + h * soh + t * sot
-        a = tl.load(x_ptr + x_row[:, None] + ia[None, :], mask=mask, other=0.0).to(tl.float32)
-        bb = tl.load(x_ptr + x_row[:, None] + ib[None, :], mask=mask, other=0.0).to(tl.float32)
+        a = tl.load(x_ptr + x_row[:, None] + ia[None, :], mask=mask, other=0.0).to(c.dtype)
+        bb = tl.load(x_ptr + x_row[:, None] + ib[None, :], mask=mask, other=0.0).to(c.dtype)
         tl.store(o_ptr + o_row[:, None] + ia[None, :], (a * c - bb * s).to(out_ty), mask=mask)
         tl.store(o_ptr + o_row[:, None] + ib[None, :], (bb * c + a * s).to(out_ty), mask=mask)
         if COPY_TAIL:
@@ -256,6 +283,42 @@ def _rotary_qk_angles_kernel(
     )  # fmt: skip
 
 
+@triton.jit
+def _rotary_qk_tokens_kernel(
+    q_ptr, qo_ptr, k_ptr, ko_ptr, cos_ptr, sin_ptr, pos_ptr,
+    Hq, Hk, T,
+    sqb, sqh, sqt, sqob, sqoh, sqot,
+    skb, skh, skt, skob, skoh, skot,
+    scb, sct, spb, spt, r, D,
+    BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr, HAS_POS: tl.constexpr,
+    INTERLEAVED: tl.constexpr, CONJ: tl.constexpr, COPY_TAIL: tl.constexpr,
+):  # fmt: skip
+    """Tables whose rows do not depend on the head: one program loads the cos/sin of BLOCK_T tokens once and
+    rotates every head of q and k of those tokens with them (the row kernel reloads them per head)."""
+    b = tl.program_id(1).to(tl.int64)
+    t = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T).to(tl.int64)  # [BLOCK_T]
+    t_ok = t < T
+    if HAS_POS:
+        p = tl.load(pos_ptr + b * spb + t * spt, mask=t_ok, other=0)
+        c_row = p * sct
+    else:
+        c_row = b * scb + t * sct
+    j = tl.arange(0, BLOCK_R)
+    mask = t_ok[:, None] & (j[None, :] < r)
+    c = tl.load(cos_ptr + c_row[:, None] + j[None, :], mask=mask, other=0.0)
+    s = tl.load(sin_ptr + c_row[:, None] + j[None, :], mask=mask, other=0.0)
+    if CONJ:
+        s = -s
+    _rotate_token_rows(
+        q_ptr, qo_ptr, c, s, b, t, t_ok, j, Hq, sqb, sqh, sqt, sqob, sqoh, sqot, r, D,
+        BLOCK_R, BLOCK_P, INTERLEAVED, COPY_TAIL,
+    )  # fmt: skip
+    _rotate_token_rows(
+        k_ptr, ko_ptr, c, s, b, t, t_ok, j, Hk, skb, skh, skt, skob, skoh, skot, r, D,
+        BLOCK_R, BLOCK_P, INTERLEAVED, COPY_TAIL,
+    )  # fmt: skip
+
+
 def rotary_qk_angles(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -267,7 +330,7 @@ def rotary_qk_angles(
     interleaved: bool,
     conj: bool,
 ) -> None:
-    """Table-free launch: ``positions: [Bp, T]`` int64, ``cst: [3, r]`` float64 digit constants on q's device."""
+    """Table-free launch: ``positions: [Bp, T]`` int64, ``cst: [3 or 4, r]`` float64 digit constants on q's device."""
     if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError(
             f"the triton backend needs CUDA tensors (got {q.device}); for CPU tensors set TRITON_INTERPRET=1 "
@@ -290,5 +353,5 @@ def rotary_qk_angles(
         INTERLEAVED=interleaved,
         CONJ=conj,
         COPY_TAIL=(2 * r < D) and (q.data_ptr() != q_out.data_ptr()),
-        num_warps=_NUM_WARPS,
+        num_warps=_NUM_WARPS_T,
     )  # fmt: skip

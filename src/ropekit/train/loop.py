@@ -297,8 +297,8 @@ def train(
     torch.set_num_threads(cfg.threads)
     rank, world = _dist_info()
     dev = resolve_device(device)
-    if dev.type == "cuda" and world > 1 and dev.index is None:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if dev.type == "cuda" and dev.index is None:  # set_device needs an index (torch 2.11 refuses a bare "cuda")
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)  # NCCL and the CUDA caching allocator use the current device
     created_group = _init_distributed(world, dev)
