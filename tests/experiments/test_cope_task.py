@@ -69,3 +69,29 @@ def test_task_batches_are_a_function_of_seed_and_step_and_longer_tests_are_longe
     longer = task.examples("validation", 16, torch.Generator().manual_seed(2), longer=True)
     assert int(longer[3].min()) == 5 and int(longer[3].max()) <= 8
     assert task.model_overrides() == {"task": "lm", "vocab_size": QUERY0 + 2}
+
+
+def test_gate_rows_measure_cope_gates_per_layer_and_head() -> None:
+    from ropekit.experiments.cope import gate_rows
+    from ropekit.models import ModelConfig, build_model
+
+    stream = word_stream([TEXT] * 3)
+    test = make_examples(stream, word_starts(stream), 8, 3, 5, 3, torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    cfg = ModelConfig(task="lm", vocab_size=QUERY0 + 3, d_model=32, n_heads=2, n_layers=2, max_len=64, pe="cope")
+    model = build_model(cfg).eval()
+    rows = gate_rows(model, test)
+    assert [(r["layer"], r["head"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    # layer 0 by hand: its input is norm1(embeddings), gates sigmoid(q.k / sqrt(D)) from the first query
+    block = model.decoder.blocks[0]
+    ids, query_at = test[0], test[1]
+    with torch.no_grad():
+        gates = torch.sigmoid(block.attn.logits(block.norm1(model.embed(ids))))  # [B, H, T, T]
+    spaces, counts = [], []
+    for e in range(8):
+        text = ids[e, : int(query_at[e, 0])] == SPACE  # [q0]: the spaces of BOS + text
+        for j in range(3):
+            spaces.append(float(gates[e, 0, int(query_at[e, j]), : text.numel()][text].mean()))
+            counts.append(int(text.sum()))
+    pooled = sum(s * c for s, c in zip(spaces, counts, strict=True)) / sum(counts)  # mean over all (query, space)
+    assert abs(rows[0]["gate_on_spaces"] - pooled) < 1e-5

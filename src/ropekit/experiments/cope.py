@@ -57,6 +57,7 @@ __all__ = [
     "SPACE",
     "TITLE",
     "WordCountTask",
+    "gate_rows",
     "make_examples",
     "run",
     "word_starts",
@@ -101,7 +102,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "k_max": 4,
         "min_words": 4,
         "max_words": 8,
-        "steps": 1500,
+        "steps": 1000,
         "batch": 32,
         "d_model": 64,
         "n_layers": 2,
@@ -249,6 +250,40 @@ def _correct(model: torch.nn.Module, test: tuple[torch.Tensor, ...]) -> np.ndarr
     return right.gather(1, k_index.argsort(dim=1)).numpy()
 
 
+@torch.no_grad()
+def gate_rows(model: torch.nn.Module, test: tuple[torch.Tensor, ...], n: int = 128) -> list[dict[str, Any]]:
+    """Mean CoPE gate ``sigmoid(q.k / sqrt(D))`` from the query tokens to the text's spaces and to its letters, per
+    layer and head, on the first ``n`` test examples (the gate logits are the layer's unrotated ``q k^T / sqrt(D)``:
+    ``Attention.logits`` without an encoding). A head that counts words gates spaces high and letters low."""
+    ids, query_at = test[0][:n], test[1][:n]
+    inputs: list[torch.Tensor] = []
+    blocks = model.decoder.blocks
+    hooks = [b.attn.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for b in blocks]
+    try:
+        model(ids.to(model_device(model)))
+    finally:
+        for h in hooks:
+            h.remove()
+    T = ids.shape[1]
+    in_text = torch.arange(T)[None] < query_at[:, :1]  # [n, T]: BOS and the text, before the first query
+    space, letter = (in_text & (ids == SPACE)), (in_text & (ids < SPACE))  # [n, T]
+    rows = []
+    for layer, (block, x) in enumerate(zip(blocks, inputs, strict=True)):
+        gates = torch.sigmoid(block.attn.logits(x)).cpu()  # [n, H, T, T]
+        at_queries = gates.gather(2, query_at[:, None, :, None].expand(-1, gates.shape[1], -1, T))  # [n, H, K, T]
+        for head in range(gates.shape[1]):
+            g = at_queries[:, head]  # [n, K, T]
+            rows.append(
+                {
+                    "layer": layer,
+                    "head": head,
+                    "gate_on_spaces": float(g[space[:, None].expand_as(g)].mean()),
+                    "gate_on_letters": float(g[letter[:, None].expand_as(g)].mean()),
+                }
+            )
+    return rows
+
+
 @protocol
 def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     """Train every encoding for every seed (same batches per seed); test in distribution and on longer windows."""
@@ -268,6 +303,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     max_len = max(int(t[0].shape[1]) for t in tests.values())  # CoPE's table: longer counts are clipped (harmless)
     correct: dict[tuple[str, str], list[np.ndarray]] = {}
     hist: list[dict[str, Any]] = []
+    gates: list[dict[str, Any]] = []
     for label, pe in ENCODINGS.items():
         for s in seeds:
             model_cfg = ModelConfig(
@@ -290,6 +326,8 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
                 model_cfg, task, train_cfg, progress=False, log_evals=False, overwrite=True, device=run_device()
             )
             hist += history_rows(label, result.history, seed=s)
+            if pe["kind"] == "cope":
+                gates += [{"seed": s, **r} for r in gate_rows(result.model, tests["in distribution"])]
             for name, test in tests.items():
                 correct.setdefault((label, name), []).append(_correct(result.model, test))
 
@@ -344,6 +382,12 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     out.write_csv("accuracy", rows, "Query accuracy per encoding, seed, test set and k (the k-th word back).")
     out.write_csv(
         "summary", summary, f"Mean query accuracy over {len(seeds)} seed(s) and k = 1..{K}, beside the majority letter."
+    )
+    out.write_csv(
+        "gates",
+        gates,
+        "Trained CoPE models: mean gate from the query tokens to the text's spaces and letters, per layer and head.\n"
+        "sigmoid(q.k / sqrt(D)) of each layer's unrotated heads on 128 in-distribution test windows.",
     )
     out.write_csv(
         "history",
@@ -447,6 +491,12 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
             for label in ENCODINGS
         )
         + f" for k = 1..{K}."
+    )
+    top = max(gates, key=lambda r: r["gate_on_spaces"] - r["gate_on_letters"])
+    findings.append(
+        f"CoPE gates from the queries (seed {top['seed']}): the head that most prefers spaces, layer {top['layer']} "
+        f"head {top['head']}, gates spaces {top['gate_on_spaces']:.2f} and letters {top['gate_on_letters']:.2f} "
+        f"on average (every head: results/{NAME}_gates.csv)."
     )
     scores = [
         {
