@@ -24,11 +24,12 @@ Legend: ``ids: [B, T]`` token ids (right-padded with BOS after the last query; a
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ropekit.experiments._common import (
     CLAIMS_CAPTION,
@@ -45,7 +46,7 @@ from ropekit.experiments._common import (
     run_device,
     style,
 )
-from ropekit.models import ModelConfig, build_model
+from ropekit.models import Attention, ModelConfig, build_model
 from ropekit.train import TrainConfig, train
 from ropekit.train.device import model_device, to_device
 
@@ -257,8 +258,9 @@ def gate_rows(model: torch.nn.Module, test: tuple[torch.Tensor, ...], n: int = 1
     ``Attention.logits`` without an encoding). A head that counts words gates spaces high and letters low."""
     ids, query_at = test[0][:n], test[1][:n]
     inputs: list[torch.Tensor] = []
-    blocks = model.decoder.blocks
-    hooks = [b.attn.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for b in blocks]
+    blocks = cast(nn.ModuleList, model.get_submodule("decoder.blocks"))
+    attns = [cast(Attention, b.get_submodule("attn")) for b in blocks]
+    hooks = [a.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for a in attns]
     try:
         model(ids.to(model_device(model)))
     finally:
@@ -268,8 +270,8 @@ def gate_rows(model: torch.nn.Module, test: tuple[torch.Tensor, ...], n: int = 1
     in_text = torch.arange(T)[None] < query_at[:, :1]  # [n, T]: BOS and the text, before the first query
     space, letter = (in_text & (ids == SPACE)), (in_text & (ids < SPACE))  # [n, T]
     rows = []
-    for layer, (block, x) in enumerate(zip(blocks, inputs, strict=True)):
-        gates = torch.sigmoid(block.attn.logits(x)).cpu()  # [n, H, T, T]
+    for layer, (attn, x) in enumerate(zip(attns, inputs, strict=True)):
+        gates = torch.sigmoid(attn.logits(x)).cpu()  # [n, H, T, T]
         at_queries = gates.gather(2, query_at[:, None, :, None].expand(-1, gates.shape[1], -1, T))  # [n, H, K, T]
         for head in range(gates.shape[1]):
             g = at_queries[:, head]  # [n, K, T]
