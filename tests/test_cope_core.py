@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ropekit.cope import causal_visibility, cope_gates, cope_logits, cope_positions
+from ropekit.cope import causal_visibility, cope_gates, cope_logits, cope_positions, cope_scores
 
 
 def test_all_one_gates_give_token_count_relative_positions() -> None:
@@ -56,3 +56,24 @@ def test_bad_shapes_raise() -> None:
         cope_gates(torch.randn(1, 1, 2, 4), torch.randn(1, 1, 2, 3), causal_visibility(2, 2, 0))
     with pytest.raises(ValueError, match="pos_emb"):
         cope_logits(torch.randn(1, 1, 2, 4), torch.zeros(1, 1, 2, 2), torch.randn(3, 5))
+
+
+def test_the_query_counts_itself_and_positions_match_a_loop() -> None:
+    """Golovneva et al. 2024, section 3: ``p_ij = sum_{t=j..i} g_it``, so ``p_ii = g_ii`` (not 0)."""
+    g = torch.Generator().manual_seed(2)
+    q, k = torch.randn(1, 1, 5, 4, generator=g), torch.randn(1, 1, 5, 4, generator=g)
+    gates = cope_gates(q, k, causal_visibility(5, 5, 0))
+    p = cope_positions(gates)[0, 0]
+    torch.testing.assert_close(p.diagonal(), gates[0, 0].diagonal())
+    for i in range(5):
+        for j in range(i + 1):
+            want = sum(float(torch.sigmoid(q[0, 0, i] @ k[0, 0, t] / 2.0)) for t in range(j, i + 1))
+            assert abs(float(p[i, j]) - want) < 1e-5
+
+
+def test_cope_scores_reject_a_mask_of_the_wrong_shape() -> None:
+    q = torch.randn(1, 1, 3, 4)
+    with pytest.raises(ValueError, match="visible must be a bool mask"):
+        cope_scores(q, q, torch.ones(3, 2, dtype=torch.bool), torch.zeros(4, 5))
+    with pytest.raises(ValueError, match="visible must be a bool mask"):
+        cope_scores(q, q, torch.ones(3, 3), torch.zeros(4, 5))

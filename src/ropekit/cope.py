@@ -15,8 +15,19 @@ embeddings ``e[floor p]`` and ``e[ceil p]`` (``e[p] = pos_emb[:, p]``, learned),
 ``q_i . e[p_ij]``; computing ``z_i = q_i . e[p]`` for every integer ``p`` first and interpolating ``z`` gives the
 same value at ``P`` instead of ``T`` dot products per query (the paper's implementation note).
 
-When every gate is 1, ``p_ij = i - j + 1``: token-count relative positions (shifted by one, so the query itself
-is at position 1). Pure torch: this is its own reference (there is no fast path).
+Indexing, checked against the paper: its section 3 sums the gates ``g_ik`` for ``k = j .. i`` (``p_ij`` includes
+``g_ii``, so the query counts itself), and its code listing computes the same reverse cumulative sum over the key
+axis (``gates.flip(-1).cumsum(-1).flip(-1)``) with invisible keys' gates zeroed by the causal mask first; the
+authors' released code (facebookresearch/RAM, ``projects/cope/src/cope/context_position.py``) does the same. So
+``p_ii = g_ii`` and, when every gate is 1, ``p_ij = i - j + 1``: token-count relative positions shifted by one (the
+query itself is at position 1, the oldest of ``T`` keys at ``T``; position 0 is only reached as the floor of a
+fraction below 1, hence ``P = max_len + 1`` embeddings in the released code). ``tests/test_cope_core.py`` checks
+``p_ii = g_ii`` and the sum against a loop.
+
+The logit (:func:`cope_scores`): ``q_i . k_j / sqrt(D) + q_i . e[p_ij]`` as in the paper's listing; the released
+code's default instead divides the sum, ``(q_i . k_j + q_i . e[p_ij]) / sqrt(D)`` (its ``--cope-nodiv`` switch
+gives the listing's form): ``scale_positions=True`` here. Pure torch: this is its own reference (there is no fast
+path).
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import math
 
 import torch
 
-__all__ = ["causal_visibility", "cope_gates", "cope_logits", "cope_positions"]
+__all__ = ["causal_visibility", "cope_gates", "cope_logits", "cope_positions", "cope_scores"]
 
 
 def causal_visibility(T: int, Tk: int, past: int, device: torch.device | None = None) -> torch.Tensor:
@@ -61,3 +72,27 @@ def cope_logits(q: torch.Tensor, positions: torch.Tensor, pos_emb: torch.Tensor)
     z_lo = z.gather(-1, lo.long())
     z_hi = z.gather(-1, p.ceil().long())
     return z_lo * (1 - w) + z_hi * w
+
+
+def cope_scores(
+    q: torch.Tensor, k: torch.Tensor, visible: torch.Tensor, pos_emb: torch.Tensor, *, scale_positions: bool = False
+) -> torch.Tensor:
+    """CoPE's pre-softmax logits ``[B, H, T, Tk]`` (no mask applied): ``q.k / sqrt(D) + q.e[p]``, or
+    ``(q.k + q.e[p]) / sqrt(D)`` with ``scale_positions``.
+
+    ``q: [B, H, T, D]``, ``k: [B, H, Tk, D]``, ``visible: [T, Tk]`` or ``[1 or B, 1 or H, T, Tk]`` bool (the gates
+    of invisible keys are 0, so they are not counted), ``pos_emb: [D, P]``. The gates reuse the attention logits
+    ``q.k / sqrt(D)`` (the paper's listing), so ``q.k`` is computed once.
+    """
+    if q.shape[-1] != k.shape[-1] or q.shape[:-2] != k.shape[:-2]:
+        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must be [B, H, T, D] and [B, H, Tk, D]")
+    if visible.dtype != torch.bool or visible.shape[-2:] != (q.shape[-2], k.shape[-2]):
+        raise ValueError(
+            f"visible must be a bool mask [.., T={q.shape[-2]}, Tk={k.shape[-2]}], got {visible.dtype} "
+            f"{tuple(visible.shape)}"
+        )
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    qk = q @ k.transpose(-1, -2)  # [B, H, T, Tk]
+    gates = torch.sigmoid(qk * scale) * visible.to(qk.dtype)
+    pos = cope_logits(q, cope_positions(gates), pos_emb)
+    return (qk + pos) * scale if scale_positions else qk * scale + pos

@@ -20,6 +20,7 @@ EXPERIMENTS: tuple[str, ...] = (
     "ropekit.experiments.extrapolation",
     "ropekit.experiments.passkey",
     "ropekit.experiments.lengthgen",
+    "ropekit.experiments.cope",
     "ropekit.experiments.vision",
     "ropekit.experiments.speed",
 )

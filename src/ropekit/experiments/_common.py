@@ -149,6 +149,7 @@ STYLES: dict[str, tuple[str, str]] = {
     "sinusoidal": ("#aec7e8", "p"),
     "learned": ("#ffbb78", "d"),
     "NoPE": ("#98df8a", "x"),
+    "CoPE": ("#c51b7d", "8"),
     "bag of tokens": ("#555555", "_"),
     "majority class": ("#aaaaaa", "_"),
     # vision

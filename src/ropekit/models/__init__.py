@@ -13,6 +13,7 @@ See ``docs/training.md`` for training, checkpoints and the CLI.
 
 from ropekit.models.attention import Attention, KVCache, LayerCache
 from ropekit.models.baselines import BagOfTokensClassifier
+from ropekit.models.cope_pe import CoPE as CoPE  # registers pe kind "cope"
 from ropekit.models.io import CheckpointError, load_model, save_model
 from ropekit.models.positions import (
     POSITION_ENCODINGS,
