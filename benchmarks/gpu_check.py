@@ -162,7 +162,7 @@ def sweep(device: torch.device, reps: int, shape: tuple[int, ...]) -> list[dict]
     inv, _ = rope_frequencies(None, head_dim=D)
     cos, sin = (t.to(device) for t in rope_cos_sin(inv, torch.arange(T)))
     pos = torch.arange(T, device=device)[None]
-    cst = tablefree.constants(inv)[:3].to(device)
+    cst = tablefree.device_constants(inv, device)
     floor = _time(lambda: (qo.copy_(q), ko.copy_(k)), reps, cuda)
     names = ("_BLOCK_M", "_NUM_WARPS", "_BLOCK_TT", "_NUM_WARPS_TT", "_BLOCK_T", "_NUM_WARPS_T", "_TOKEN_PROGRAMS")
     saved = {n: getattr(triton_rotary, n) for n in names}

@@ -106,3 +106,15 @@ def test_non_finite_inv_freq_is_refused():
         for fn in (rope_cos_sin, rope_angles):
             with pytest.raises(ValueError, match="inv_freq must be finite"):
                 fn(inv, torch.arange(4))
+
+
+def test_inv_freq_changed_in_place_after_a_check_is_checked_again() -> None:
+    """The finite check is cached per tensor version: an in-place NaN after a clean call is still refused."""
+    import ropekit
+
+    inv, _ = ropekit.rope_frequencies(None, head_dim=16)
+    inv = inv.clone()
+    ropekit.rope_cos_sin(inv, torch.arange(4))
+    inv[2] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        ropekit.rope_cos_sin(inv, torch.arange(4))

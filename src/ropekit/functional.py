@@ -11,6 +11,7 @@ The math lives in :mod:`ropekit.reference`; this module checks inputs and gives 
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import torch
@@ -43,14 +44,27 @@ __all__ = [
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+# Frequency tensors already found finite, by (id, version, data pointer), each with a weak reference that proves
+# the id was not reused: a module's inv_freq is checked once, not on every call (the scan was 8% of rope_cos_sin's
+# time at 4096 positions).
+_FINITE: dict[tuple[int, int, int], weakref.ref[torch.Tensor]] = {}
+
+
 def _check_inv_freq(inv_freq: torch.Tensor) -> None:
     if not isinstance(inv_freq, torch.Tensor) or inv_freq.dim() != 1 or not inv_freq.is_floating_point():
         shape = tuple(inv_freq.shape) if isinstance(inv_freq, torch.Tensor) else type(inv_freq).__name__
         raise ValueError(f"inv_freq must be a 1-D float tensor [rotary_dim/2], got {shape}")
     if inv_freq.device.type == "cpu" and not torch.compiler.is_compiling() and inv_freq.numel():
+        key = (id(inv_freq), inv_freq._version, inv_freq.data_ptr())
+        seen = _FINITE.get(key)
+        if seen is not None and seen() is inv_freq:
+            return
         bad = int((~torch.isfinite(inv_freq.detach())).sum())  # CPU only: no device sync; NaN/inf: NaN tables
         if bad:
             raise ValueError(f"inv_freq must be finite, got {bad} NaN/inf entries; check the scaling parameters")
+        if len(_FINITE) >= 256:
+            _FINITE.clear()
+        _FINITE[key] = weakref.ref(inv_freq)
 
 
 def rope_angles(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -31,36 +31,36 @@ from typing import Any
 
 import torch
 
-from ropekit.angles import exact_angle_constants, exact_position_angles
+from ropekit.angles import exact_position_angles
 from ropekit.kernels import cpu
+from ropekit.kernels.cos_sin import constants
 from ropekit.kernels.ops import no_rows, rotate_torch
 
-__all__ = ["RotaryQKAngles", "constants", "device_constants", "rotary_qk_angles", "rotate", "run_angles", "torch_rows"]
+__all__ = ["RotaryQKAngles", "device_constants", "rotary_qk_angles", "rotate", "run_angles", "torch_rows"]
 
 _MAX_CPP_PAIRS = 1024  # rotary_cpu.cpp's stack buffer per token
 
 
-def constants(inv_freq: torch.Tensor) -> torch.Tensor:
-    """``[4, r]`` float64 CPU: the digit constants ``(2**(21 i) f) mod 2 pi`` for i = 0, 1, 2, then f."""
-    return torch.cat([exact_angle_constants(inv_freq), inv_freq.detach().to("cpu", torch.float64)[None]])
-
-
-_ON_DEVICE: dict[tuple[int, int, int, str], tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
+_ON_DEVICE: dict[tuple[int, str], tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
 
 
 def device_constants(inv_freq: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """:func:`constants` on ``device``, cached per frequency tensor and version: reading a CUDA ``inv_freq`` back to
-    the host for the exact rational constants would synchronise every call (measured on an H200: the table-free
-    call ran at 3.3x the copy floor instead of 1.1-1.5x). At most 64 entries; a dead or changed tensor misses."""
-    key = (id(inv_freq), inv_freq._version, inv_freq.data_ptr(), str(device))
+    """The kernels' ``[4, r]`` float64 constants (:func:`ropekit.kernels.cos_sin.constants`, cached per frequency
+    tensor and version) on ``device``, the copy cached too: reading a CUDA ``inv_freq`` back to the host on every
+    call would synchronise it (measured on an H200: the table-free call ran at 1.5-3.3x the copy floor while its
+    launch alone was 1.13x). At most 64 entries."""
+    cst = constants(inv_freq)
+    if device.type == "cpu":
+        return cst
+    key = (id(cst), str(device))
     hit = _ON_DEVICE.get(key)
-    if hit is not None and hit[0]() is inv_freq:
+    if hit is not None and hit[0]() is cst:
         return hit[1]
-    cst = constants(inv_freq).to(device)
+    on_device = cst.to(device)
     if len(_ON_DEVICE) >= 64:
         _ON_DEVICE.clear()
-    _ON_DEVICE[key] = (weakref.ref(inv_freq), cst)
-    return cst
+    _ON_DEVICE[key] = (weakref.ref(cst), on_device)
+    return on_device
 
 
 def torch_rows(
