@@ -7,7 +7,11 @@ A byte-level RoPE :class:`ropekit.models.DecoderLM` is trained (:func:`ropekit.t
 Tested on prompts with validation-split filler at every length and depth:
 
 * zero-shot: the trained weights under none, PI, NTK, dynamic NTK (factor 1, base grows with the length) and YaRN,
-  static factor ``length / train_len``;
+  static factor ``length / train_len``; and under two position remappings (:mod:`ropekit.remap`, the ``pe`` swapped
+  with :func:`ropekit.models.with_position_encoding`, same RoPE frequencies), whose settings are fixed from the
+  training length ``T`` alone, the same at every test length: Self-Extend (Jin et al. 2024) with neighbour window
+  ``T // 2`` and group 8, so the largest remapped distance at 4x, about ``(4T - T/2) / 8 + T/2 = 15T/16``, stays
+  below ``T`` (the paper's rule for choosing them); ReRoPE (Su 2023) clipping distances at ``T // 2``;
 * fine-tuned: for each target ``s`` in ``finetune_multiples`` and each of none / PI / YaRN, the weights configured
   with factor ``s`` and fine-tuned for ``finetune_steps`` on prompts of ``s * train_len`` bytes (same prompts for
   every method), then tested at every length.
@@ -46,7 +50,7 @@ from ropekit.models.io import model_config
 from ropekit.train import TrainConfig
 from ropekit.train.device import model_device
 
-__all__ = ["NAME", "PRESETS", "SCALINGS", "TITLE", "run"]
+__all__ = ["NAME", "PRESETS", "REMAPS", "SCALINGS", "TITLE", "ZERO_SHOT", "remap_pe", "run"]
 
 NAME = "passkey"
 TITLE = "Passkey retrieval by length and depth: zero-shot scaling and short fine-tunes at 2x and 4x"
@@ -111,7 +115,23 @@ PRESETS["gpu"] = {
 }
 
 SCALINGS = ("none", "PI", "NTK", "dynamic NTK", "YaRN")
+REMAPS = ("Self-Extend", "ReRoPE")
+ZERO_SHOT = (*SCALINGS, *REMAPS)
 FINETUNED = ("none", "PI", "YaRN")
+SELF_EXTEND_GROUP = 8
+
+
+def remap_pe(method: str, train_len: int) -> dict[str, Any]:
+    """The ``pe`` spec of remapping ``method`` (one of :data:`REMAPS`) for the unscaled RoPE model trained at
+    ``train_len``: its own ``rope_parameters``, window ``train_len // 2``; Self-Extend's group 8 (module docstring)."""
+    rope = scaled_pe("none", 1.0, train_len)
+    window = max(1, train_len // 2)
+    common = {"rope_parameters": rope["rope_parameters"], "max_position_embeddings": rope["max_position_embeddings"]}
+    if method == "Self-Extend":
+        return {"kind": "self_extend", "group": SELF_EXTEND_GROUP, "window": window, **common}
+    if method == "ReRoPE":
+        return {"kind": "rerope", "window": window, **common}
+    raise ValueError(f"unknown remapping {method!r}; expected one of {REMAPS}")
 
 
 def _examples(filler: torch.Tensor, length: int, depths: list[float], rng: random.Random) -> tuple[torch.Tensor, int]:
@@ -193,6 +213,10 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     for method in SCALINGS:
         for L in lengths:
             measure(swap_pe(model, zero_shot_pe(method, L, T)), method, "zero-shot", L)
+    for method in REMAPS:  # settings from T only: one swapped model for every length
+        remapped = swap_pe(model, remap_pe(method, T))
+        for L in lengths:
+            measure(remapped, method, "zero-shot", L)
     for target in cfg["finetune_multiples"]:
         ft_batch = max(1, cfg["batch"] // target)  # same bytes per step as training
         ft_cfg = TrainConfig(
@@ -230,8 +254,8 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     out.write_csv(
         "accuracy",
         rows,
-        f"Retrieval and digit accuracy per scaling, stage, prompt length and key depth ({cfg['samples']} prompts per "
-        "cell).",
+        f"Retrieval and digit accuracy per scaling (or remapping: Self-Extend, ReRoPE), stage, prompt length and key "
+        f"depth ({cfg['samples']} prompts per cell).",
     )
     out.write_csv(
         "history",
@@ -270,7 +294,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
             f"{stage}: retrieval by length "
             + "; ".join(
                 f"{method} " + "/".join(f"{acc(method, stage, L):.2f}" for L in lengths)
-                for method in (SCALINGS if stage == "zero-shot" else FINETUNED)
+                for method in (ZERO_SHOT if stage == "zero-shot" else FINETUNED)
             )
             + f" (lengths {lengths})."
         )
@@ -301,11 +325,32 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
                 o,
             )
         )
+    L = 2 * T
+    if L in lengths:
+        for method, source, published in (
+            (
+                "Self-Extend",
+                "Jin et al. 2024",
+                "Self-Extend retrieves the passkey beyond the pretraining window, no tuning",
+            ),
+            ("ReRoPE", "Su 2023", "ReRoPE keeps a model working beyond its training length without fine-tuning"),
+        ):
+            o, t = compare(results[(method, "zero-shot", L)][0], results[("none", "zero-shot", L)][0])
+            claims.append(
+                Claim(
+                    f"zero-shot at 2x ({L} bytes), {method} retrieves better than no scaling (A = {method}, B = none)",
+                    source,
+                    published,
+                    t,
+                    o,
+                )
+            )
     out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = (
         "Mohtashami and Jaggi 2023 introduced the test; Chen et al. 2023: PI fine-tuned models retrieve across the "
         "extended window while unscaled models fail beyond the training length; Peng et al. 2023 (YaRN, s=32, 7B): "
-        "99.4% to 128k after fine-tuning."
+        "99.4% to 128k after fine-tuning. Jin et al. 2024 (Self-Extend) and Su 2023 (ReRoPE) extend the window without "
+        "any tuning by remapping far positions to distances seen in training."
     )
     return {"findings": findings, "published": published, "agreement": agreement(sanity, claims)}
 
@@ -314,7 +359,7 @@ def _digits(out: Outputs, rows: list[dict[str, Any]], lengths: list[int], stages
     plt = matplotlib_agg()
     fig, axes = plt.subplots(1, len(stages), figsize=(4.6 * len(stages), 3.6), sharey=True, squeeze=False)
     for ax, stage in zip(axes[0], stages, strict=True):
-        for method in SCALINGS if stage == "zero-shot" else FINETUNED:
+        for method in ZERO_SHOT if stage == "zero-shot" else FINETUNED:
             ys = [
                 np.mean(
                     [
@@ -341,15 +386,15 @@ def _digits(out: Outputs, rows: list[dict[str, Any]], lengths: list[int], stages
 
 def _grid(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], lengths: list[int], stages: list[str]) -> None:
     plt = matplotlib_agg()
-    panels = [(s, m) for s in stages for m in (SCALINGS if s == "zero-shot" else FINETUNED)]
-    ncol = len(SCALINGS)
+    panels = [(s, m) for s in stages for m in (ZERO_SHOT if s == "zero-shot" else FINETUNED)]
+    ncol = len(ZERO_SHOT)
     nrow = 1 + len(stages) - 1
     fig, axes = plt.subplots(nrow, ncol, figsize=(2.8 * ncol, 2.6 * nrow), squeeze=False)
     for ax in axes.flat:
         ax.set_visible(False)
     im = None
     for stage_i, stage in enumerate(stages):
-        methods = SCALINGS if stage == "zero-shot" else FINETUNED
+        methods = ZERO_SHOT if stage == "zero-shot" else FINETUNED
         for j, method in enumerate(methods):
             ax = axes[stage_i][j]
             ax.set_visible(True)
@@ -377,7 +422,8 @@ def _grid(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], lengths
     out.save_figure(
         fig,
         "grid",
-        "Passkey retrieval by prompt length (x, bytes) and key depth (y): zero-shot scalings (top row) and after "
+        "Passkey retrieval by prompt length (x, bytes) and key depth (y): zero-shot scalings and remappings (top row, "
+        f"Self-Extend group {SELF_EXTEND_GROUP} and ReRoPE with window {cfg['train_len'] // 2}) and after "
         "fine-tuning "
         "at each target length (rows below).\n"
         f"All 5 digits right under teacher forcing; {cfg['samples']} prompts per cell, SOTU validation filler; "
