@@ -150,6 +150,35 @@ def test_logits_are_rope_logits_at_the_remapped_distance(remap: SelfExtend | ReR
             assert abs(float(got[0, 0, i, j]) - want) < 1e-5, (i, j)
 
 
+def _closed_form(q: torch.Tensor, k: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """RoPE's logit as a function of the distance alone, float64: ``rot(q, a) . rot(k, b) = sum_j (q1 k1 + q2 k2)
+    cos((a - b) w_j) + (q1 k2 - q2 k1) sin((a - b) w_j)`` per pair j; ``q: [H, Tq, D]``, ``dist: [Tq, Tk]``."""
+    q, k, h = q.double(), k.double(), D // 2
+    q1, q2, k1, k2 = q[..., :h], q[..., h:], k[..., :h], k[..., h:]
+    a = torch.einsum("hiw,hjw->hijw", q1, k1) + torch.einsum("hiw,hjw->hijw", q2, k2)
+    b = torch.einsum("hiw,hjw->hijw", q1, k2) - torch.einsum("hiw,hjw->hijw", q2, k1)
+    angle = dist.double()[..., None] * INV_FREQ.double()  # [Tq, Tk, r]
+    return (a * angle.cos() + b * angle.sin()).sum(-1) / math.sqrt(D)
+
+
+@pytest.mark.parametrize(
+    "remap", [SelfExtend(4, 5), SelfExtend(3, 70), ReRoPE(5), ReRoPE(70), ReRoPE(9, leaky=3.0), SelfExtend(1, 64)]
+)
+@pytest.mark.parametrize("causal", [False, True])
+def test_blocked_computation_matches_the_closed_form(remap: SelfExtend | ReRoPE, causal: bool) -> None:
+    """Long enough (T = 150) for several query blocks; per-row positions; with and without a causal mask."""
+    T = 150
+    q, k = _qk(T, B=2, seed=10)
+    pos = torch.stack([torch.arange(T), torch.arange(T) + 13])
+    visible = torch.ones(T, T, dtype=torch.bool).tril()[None, None] if causal else None
+    got = remapped_scores(q, k, pos, pos, remap, INV_FREQ, visible=visible)
+    for b in range(2):
+        want = _closed_form(q[b], k[b], remap.distance(pos[b], pos[b]))
+        if causal:
+            want = want * torch.ones(T, T).tril()
+        torch.testing.assert_close(got[b].double(), want, rtol=1e-5, atol=2e-5)
+
+
 def test_shift_invariance() -> None:
     """ReRoPE is relative: any common shift. Self-Extend groups absolute positions: shifts by multiples of G."""
     q, k = _qk(10, seed=6)

@@ -177,29 +177,51 @@ def remapped_scores(
     ``inv_freq: [r]`` and ``attention_factor`` as for :func:`ropekit.rope_cos_sin` (e.g. a
     :class:`ropekit.RotaryEmbedding`'s ``frequencies()``), ``interleaved`` as for :func:`ropekit.apply_rotary`;
     ``scale`` defaults to ``1 / sqrt(D)``. Near pairs (``|d| < W``) get RoPE's logit at ``d``, far pairs RoPE's
-    logit at the remapped distance ``d'``. ``visible`` (bool, broadcastable to ``[B, 1, Tq, Tk]``, optional) only
-    saves work: a far side with no visible pair (e.g. keys after the query under a causal mask) is not computed,
-    and its entries keep the near logit (the caller masks them).
+    logit at the remapped distance ``d'``.
+
+    ``visible`` (bool, broadcastable to ``[B, 1, Tq, Tk]``, optional) saves work: only visible pairs are computed,
+    the others are 0 (the caller masks them). Work: queries go in blocks of about ``W`` rows, and each block
+    multiplies only the key span that holds its near pairs and the span that holds its far pairs, so a causal
+    sequence costs about half a ``q k^T`` plus a band of width ``2 W`` instead of two full products.
     """
     if not isinstance(remap, (SelfExtend, ReRoPE)):
         raise TypeError(f"remap must be a SelfExtend or ReRoPE, got {type(remap).__name__}")
     _check_inputs(q, k, q_positions, k_positions)
+    Tq, Tk = q.shape[-2], k.shape[-2]
     root = math.sqrt(q.shape[-1])  # SDPA's scale, as a division (bit-equal to RoPE's q k^T / sqrt(D))
+    if visible is not None:
+        visible = visible.to(torch.bool)
+        visible = visible.reshape((1,) * (4 - visible.dim()) + tuple(visible.shape)).expand(-1, -1, Tq, Tk)
 
-    def logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        qa = _rotate(q, a, inv_freq, attention_factor, interleaved)
-        kb = _rotate(k, b, inv_freq, attention_factor, interleaved)
-        raw = qa @ kb.transpose(-1, -2)  # [B, H, Tq, Tk]
-        return raw / root if scale is None else raw * float(scale)
+    def rotated(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _rotate(q, a, inv_freq, attention_factor, interleaved), _rotate(
+            k, b, inv_freq, attention_factor, interleaved
+        )
 
-    scores = logits(q_positions, k_positions)
-    d = relative_distance(q_positions, k_positions)
-    d = d.unsqueeze(1) if d.dim() == 3 else d[None, None]  # [1 or B, 1, Tq, Tk]
-    for sign in (1, -1):
-        region = d >= remap.window if sign > 0 else d <= -remap.window
-        if visible is not None:
-            region = region & visible.to(torch.bool)
-        if not bool(region.any()):
-            continue
-        scores = torch.where(region, logits(*remap.far_positions(q_positions, k_positions, sign)), scores)
-    return scores
+    sides: dict[int, tuple[torch.Tensor, torch.Tensor]] = {0: rotated(q_positions, k_positions)}  # 0: near
+    out: torch.Tensor | None = None
+    block = max(64, remap.window)
+    for r0 in range(0, Tq, block):
+        rows = slice(r0, min(Tq, r0 + block))
+        d = relative_distance(q_positions[..., rows], k_positions)
+        d = d.unsqueeze(1) if d.dim() == 3 else d[None, None]  # [1 or B, 1, rows, Tk]
+        masks = {0: d.abs() < remap.window, 1: d >= remap.window, -1: d <= -remap.window}
+        for side, mask in masks.items():
+            if visible is not None:
+                mask = mask & visible[..., rows, :]
+            cols = mask.flatten(0, -2).any(0).nonzero()  # keys this block needs on this side
+            if not cols.numel():
+                continue
+            lo, hi = int(cols[0]), int(cols[-1]) + 1
+            if side not in sides:
+                sides[side] = rotated(*remap.far_positions(q_positions, k_positions, side))
+            qa, kb = sides[side]
+            raw = qa[..., rows, :] @ kb[..., lo:hi, :].transpose(-1, -2)  # [B, H, rows, hi - lo]
+            part = raw / root if scale is None else raw * float(scale)
+            if out is None:
+                out = part.new_zeros(q.shape[0], q.shape[1], Tq, Tk)
+            view = out[..., rows, lo:hi]
+            view.copy_(torch.where(mask[..., lo:hi], part, view))
+    if out is None:  # nothing visible
+        out = q.new_zeros(q.shape[0], q.shape[1], Tq, Tk)
+    return out
