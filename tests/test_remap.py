@@ -89,6 +89,17 @@ def test_self_extend_distances_by_hand() -> None:
             assert int(got[i, j]) == want, (i, j)
 
 
+def test_self_extend_paper_figure_example() -> None:
+    """Jin et al. 2024, Figure 3: length 10, pretraining window L = 7, neighbour window 4, group 2. Worked by hand:
+    shift 4 - 4 // 2 = 2; query 9 sees keys 6..9 at 3..0 and keys 0..5 at 4 - j // 2 + 2; the largest remapped
+    distance, 6 (query 9 or 8, key 0 or 1), stays below L."""
+    pos = torch.arange(10)
+    dist = SelfExtend(group=2, window=4).distance(pos, pos)
+    assert dist[9].tolist() == [6, 6, 5, 5, 4, 4, 3, 2, 1, 0]
+    assert dist[4].tolist()[:5] == [4, 3, 2, 1, 0]  # d = 4 -> 2 - 0 + 2; d = 3 keeps 3
+    assert int(dist.tril().max()) == 6 < 7
+
+
 def test_rerope_distances_by_hand() -> None:
     pos = torch.arange(9)
     assert ReRoPE(3).distance(pos, pos)[8].tolist() == [3, 3, 3, 3, 3, 3, 2, 1, 0]
@@ -241,6 +252,21 @@ def test_attention_factor_and_scale() -> None:
     base = remapped_scores(q, k, pos, pos, ReRoPE(3), INV_FREQ)
     torch.testing.assert_close(remapped_scores(q, k, pos, pos, ReRoPE(3), INV_FREQ, attention_factor=2.0), 4 * base)
     torch.testing.assert_close(remapped_scores(q, k, pos, pos, ReRoPE(3), INV_FREQ, scale=1.0), base * math.sqrt(D))
+
+
+def test_log_scale_length() -> None:
+    """Off while log(i + 1) <= log(L); beyond, query i's row is multiplied by log(i + 1) / log(L)."""
+    q, k = _qk(10, seed=11)
+    pos = torch.arange(10)
+    base = remapped_scores(q, k, pos, pos, ReRoPE(3), INV_FREQ)
+    assert torch.equal(remapped_scores(q, k, pos, pos, ReRoPE(3), INV_FREQ, log_scale_length=10), base)
+    got = remapped_scores(q, k, pos, pos, SelfExtend(2, 3), INV_FREQ, log_scale_length=4)
+    plain = remapped_scores(q, k, pos, pos, SelfExtend(2, 3), INV_FREQ)
+    for i in range(10):
+        factor = max(1.0, math.log(i + 1) / math.log(4))
+        torch.testing.assert_close(got[..., i, :], plain[..., i, :] * factor, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="log_scale_length must be an integer >= 2"):
+        remapped_scores(q, k, pos, pos, ReRoPE(3), INV_FREQ, log_scale_length=1)
 
 
 # -------------------------------------------------------------------------------------------------- errors

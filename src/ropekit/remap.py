@@ -171,13 +171,16 @@ def remapped_scores(
     interleaved: bool = False,
     visible: torch.Tensor | None = None,
     scale: float | None = None,
+    log_scale_length: int | None = None,
 ) -> torch.Tensor:
     """Pre-softmax logits ``[B, H, Tq, Tk]`` of unrotated ``q``, ``k`` under ``remap`` (no mask applied).
 
     ``inv_freq: [r]`` and ``attention_factor`` as for :func:`ropekit.rope_cos_sin` (e.g. a
     :class:`ropekit.RotaryEmbedding`'s ``frequencies()``), ``interleaved`` as for :func:`ropekit.apply_rotary`;
     ``scale`` defaults to ``1 / sqrt(D)``. Near pairs (``|d| < W``) get RoPE's logit at ``d``, far pairs RoPE's
-    logit at the remapped distance ``d'``.
+    logit at the remapped distance ``d'``. ``log_scale_length=L`` multiplies query ``i``'s logits by
+    ``max(1, log(i + 1) / log(L))`` (the log-length scaling both authors' patches offer: bojone/rerope applies it
+    with the training length, datamllab/LongLM as ``scale_base``); ``None``: off.
 
     ``visible`` (bool, broadcastable to ``[B, 1, Tq, Tk]``, optional) saves work: only visible pairs are computed,
     the others are 0 (the caller masks them). Work: queries go in blocks of about ``W`` rows, and each block
@@ -187,6 +190,12 @@ def remapped_scores(
     if not isinstance(remap, (SelfExtend, ReRoPE)):
         raise TypeError(f"remap must be a SelfExtend or ReRoPE, got {type(remap).__name__}")
     _check_inputs(q, k, q_positions, k_positions)
+    if log_scale_length is not None:
+        _check_int("log_scale_length", log_scale_length, 2, "it is the training length L of log(i + 1) / log(L)")
+        logs = (q_positions.double().clamp(min=0) + 1).log()  # [Tq] / [B, Tq]
+        factor = (logs / math.log(log_scale_length)).clamp(min=1.0)
+        factor = factor.unsqueeze(-1) if factor.dim() == 1 else factor[:, None, :, None]  # [Tq, 1] / [B, 1, Tq, 1]
+        q = q * factor.to(q.dtype)
     Tq, Tk = q.shape[-2], k.shape[-2]
     root = math.sqrt(q.shape[-1])  # SDPA's scale, as a division (bit-equal to RoPE's q k^T / sqrt(D))
     if visible is not None:

@@ -48,6 +48,7 @@ def _with(model: torch.nn.Module, **pe: Any) -> torch.nn.Module:
         {"kind": "self_extend", "group": 3, "window": 24},
         {"kind": "rerope", "window": 24},
         {"kind": "rerope", "window": 3, "leaky": 1.0},
+        {"kind": "rerope", "window": 24, "log_scale_length": 24},
     ],
 )
 def test_identity_settings_are_the_rope_model(pe: dict[str, Any], rope_parameters: Any) -> None:
@@ -69,7 +70,7 @@ def test_identity_in_the_bidirectional_classifier_with_padding(pe: dict[str, Any
     [
         {"kind": "self_extend", "group": 3, "window": 4},
         {"kind": "rerope", "window": 4},
-        {"kind": "rerope", "window": 4, "leaky": 3.0},
+        {"kind": "rerope", "window": 4, "leaky": 3.0, "log_scale_length": 8},
     ],
 )
 def test_kv_cache_decoding_equals_the_full_forward(pe: dict[str, Any], n_kv_heads: int | None) -> None:

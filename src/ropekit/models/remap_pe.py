@@ -10,6 +10,8 @@ and their positions, the KV cache keeps unrotated keys, and the logits come from
 :func:`ropekit.remap.remapped_scores` (RoPE's logits for near pairs, remapped distances for far ones) with the
 kind's own :class:`ropekit.RotaryEmbedding` frequencies, so ``rope_parameters`` / ``interleaved`` /
 ``max_position_embeddings`` mean what they mean for the ``rope`` kind and a swap from ``rope`` keeps the angles.
+``log_scale_length=L`` (both kinds, off by default) scales query ``i``'s logits by ``max(1, log(i + 1) / log(L))``
+as the authors' patches can (:func:`ropekit.remap.remapped_scores`).
 
 Specs::
 
@@ -44,8 +46,10 @@ class _RemappedRoPE(PositionEncoding):
         rope_parameters: Mapping[str, Any] | None,
         interleaved: bool,
         max_position_embeddings: int | None,
+        log_scale_length: int | None,
     ) -> None:
         super().__init__()
+        self.log_scale_length = log_scale_length
         _check_flag("interleaved", interleaved)
         self.rotary = RotaryEmbedding(
             dims.head_dim,
@@ -83,10 +87,11 @@ class _RemappedRoPE(PositionEncoding):
             attention_factor=self.rotary.attention_factor,
             interleaved=self.rotary.interleaved,
             visible=visible,
+            log_scale_length=self.log_scale_length,
         )
 
     def extra_repr(self) -> str:
-        return f"{self.remap}"
+        return f"{self.remap}, log_scale_length={self.log_scale_length}"
 
 
 @register_position_encoding("self_extend")
@@ -106,9 +111,10 @@ class SelfExtendEncoding(_RemappedRoPE):
         rope_parameters: Mapping[str, Any] | None = None,
         interleaved: bool = False,
         max_position_embeddings: int | None = None,
+        log_scale_length: int | None = None,
     ) -> None:
         remap = SelfExtend(group=group, window=self.default_window(dims) if window is None else window)
-        super().__init__(dims, rope_parameters, interleaved, max_position_embeddings)
+        super().__init__(dims, rope_parameters, interleaved, max_position_embeddings, log_scale_length)
         self.remap = remap
 
 
@@ -127,7 +133,8 @@ class ReRoPEEncoding(_RemappedRoPE):
         rope_parameters: Mapping[str, Any] | None = None,
         interleaved: bool = False,
         max_position_embeddings: int | None = None,
+        log_scale_length: int | None = None,
     ) -> None:
         remap = ReRoPE(window=self.default_window(dims) if window is None else window, leaky=leaky)
-        super().__init__(dims, rope_parameters, interleaved, max_position_embeddings)
+        super().__init__(dims, rope_parameters, interleaved, max_position_embeddings, log_scale_length)
         self.remap = remap
