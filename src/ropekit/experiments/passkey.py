@@ -394,7 +394,8 @@ def _digits(out: Outputs, rows: list[dict[str, Any]], lengths: list[int], stages
         fig,
         "digits",
         "Per-digit passkey accuracy vs prompt length, mean over depths, per scaling and stage.\n"
-        f"Teacher-forced argmax; dotted = chance (0.1), dashed = training length {T}; y from 0.",
+        f"Teacher-forced argmax; dotted = chance (0.1), dashed = training length {T}; y from 0; Self-Extend and "
+        "ReRoPE over their first prompts only (the accuracy CSV's 'prompts' column).",
     )
 
 
