@@ -8,7 +8,7 @@ Both methods keep RoPE's own angles for near pairs (``|d| < W``) and give far pa
 ``d'`` that a model trained at a short length has seen (the rules below; far keys after the query, ``d <= -W``,
 the non-causal case, mirror them: ``d'(i, j) = -d'(j, i)``):
 
-* **Self-Extend** (Jin et al. 2024, "LLM Maybe LongLM: Self-Extend LLM Context Window Without Tuning", section 3;
+* **Self-Extend** (Jin et al. 2024, "LLM Maybe LongLM: Self-Extend LLM Context Window Without Tuning";
   the rule as in the authors' ``self_extend_patch`` of datamllab/LongLM): grouped positions ``floor(p / G)`` for
   queries and keys, the queries shifted by ``W - floor(W / G)`` so the grouped distances continue the neighbour
   ones, ``d' = floor(i / G) - floor(j / G) + W - floor(W / G)`` for ``d >= W``.
@@ -19,10 +19,10 @@ the non-causal case, mirror them: ``d'(i, j) = -d'(j, i)``):
 :func:`remapped_scores` computes the pre-softmax logits ``rot(q_i, a) . rot(k_j, b) / sqrt(D)`` with ropekit's own
 rotation (:func:`ropekit.rope_cos_sin` + :func:`ropekit.apply_rotary`): RoPE's logit depends on ``a - b`` only, so
 each far rule is one pair of remapped query/key positions ``(a, b)`` with ``a - b = d'``
-(:meth:`SelfExtend.far_positions`, :meth:`ReRoPE.far_positions`), one more ``q k^T`` per side, and a
-``torch.where`` by distance merges them with the near part (the authors' merge). Keys are rotated inside, so a KV
-cache keeps them unrotated. :meth:`SelfExtend.distance` / :meth:`ReRoPE.distance` state ``d'`` directly from the
-formulas above, for tests and docs. Pure torch: this is its own reference.
+(:meth:`SelfExtend.far_positions`, :meth:`ReRoPE.far_positions`), one more product per side (only over the key
+spans that need it), and a ``torch.where`` by distance merges them with the near part (the authors' merge). Keys
+are rotated inside, so a KV cache keeps them unrotated. :meth:`SelfExtend.distance` / :meth:`ReRoPE.distance`
+state ``d'`` directly from the formulas above, for tests and docs. Pure torch: this is its own reference.
 """
 
 from __future__ import annotations
@@ -55,14 +55,14 @@ class SelfExtend:
 
     ``group=1`` is RoPE at any window; so is any ``window`` beyond the longest distance. The authors pick ``W``
     and ``G`` so that the largest remapped distance, about ``(L - W) / G + W`` at length ``L``, stays within the
-    pretraining length (paper, section 4).
+    pretraining length.
     """
 
     group: int
     window: int
 
     def __post_init__(self) -> None:
-        _check_int("Self-Extend group", self.group, 1, "1 is plain RoPE; the paper uses 2 to 16")
+        _check_int("Self-Extend group", self.group, 1, "1 is plain RoPE, e.g. 4 or 8 to reach 4x")
         _check_int("Self-Extend window", self.window, 1, "it is the neighbour window in tokens, e.g. 512")
 
     @property
@@ -91,7 +91,7 @@ class SelfExtend:
 class ReRoPE:
     """ReRoPE's remapping: window ``window`` (``W``); ``leaky=None`` clips (``d' = min(d, W)``), ``leaky=k``
     continues with slope ``1 / k`` (Leaky ReRoPE, ``k >= 1``; ``k = 1`` is RoPE). Any ``window`` beyond the longest
-    distance is RoPE too. Su (2023) uses ``W = 512`` for a model trained at 4096 and ``k = 16``.
+    distance is RoPE too. bojone/rerope's patches use ``W = 512`` for a model trained at 4096 and ``k = 16``.
     """
 
     window: int

@@ -101,7 +101,7 @@ class SelfExtendEncoding(_RemappedRoPE):
 
     Defaults ``window = max_len // 2``, ``group = 8``: the largest remapped distance at length ``L``, about
     ``(L - W) / G + W``, is ``15/16 max_len`` at ``L = 4 max_len``, so four times the training length stays inside
-    the distances the model was trained on (the paper's rule for choosing ``G`` and ``W``, section 4)."""
+    the distances the model was trained on (the paper's rule for choosing ``G`` and ``W``)."""
 
     def __init__(
         self,
