@@ -145,6 +145,8 @@ STYLES: dict[str, tuple[str, str]] = {
     "p-RoPE": ("#bcbd22", "h"),
     "receptive RoPE": ("#e377c2", "*"),
     "xPos": ("#7f7f7f", "<"),
+    "Self-Extend": ("#e7ba52", "H"),
+    "ReRoPE": ("#843c39", "8"),
     "ALiBi": ("#000000", ">"),
     "sinusoidal": ("#aec7e8", "p"),
     "learned": ("#ffbb78", "d"),

@@ -7,7 +7,13 @@ A byte-level RoPE :class:`ropekit.models.DecoderLM` is trained (:func:`ropekit.t
 Tested on prompts with validation-split filler at every length and depth:
 
 * zero-shot: the trained weights under none, PI, NTK, dynamic NTK (factor 1, base grows with the length) and YaRN,
-  static factor ``length / train_len``;
+  static factor ``length / train_len``; and under two position remappings (:mod:`ropekit.remap`, the ``pe`` swapped
+  with :func:`ropekit.models.with_position_encoding`, same RoPE frequencies), whose settings are fixed from the
+  training length ``T`` alone, the same at every test length: Self-Extend (Jin et al. 2024) with neighbour window
+  ``T // 2`` and group 8, so the largest remapped distance at 4x, about ``(4T - T/2) / 8 + T/2 = 15T/16``, stays
+  below ``T`` (the paper's rule for choosing them); ReRoPE (Su 2023) clipping distances at ``T // 2``. They are
+  tested on the first ``remap_samples`` prompts of each cell (their logits are materialised ``[L, L]`` per head,
+  several times the CPU cost of the other rows' fused attention; quick: 4 of 20);
 * fine-tuned: for each target ``s`` in ``finetune_multiples`` and each of none / PI / YaRN, the weights configured
   with factor ``s`` and fine-tuned for ``finetune_steps`` on prompts of ``s * train_len`` bytes (same prompts for
   every method), then tested at every length.
@@ -46,7 +52,7 @@ from ropekit.models.io import model_config
 from ropekit.train import TrainConfig
 from ropekit.train.device import model_device
 
-__all__ = ["NAME", "PRESETS", "SCALINGS", "TITLE", "run"]
+__all__ = ["NAME", "PRESETS", "REMAPS", "SCALINGS", "TITLE", "ZERO_SHOT", "remap_pe", "run"]
 
 NAME = "passkey"
 TITLE = "Passkey retrieval by length and depth: zero-shot scaling and short fine-tunes at 2x and 4x"
@@ -63,6 +69,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "d_model": 32,
         "n_layers": 1,
         "samples": 4,
+        "remap_samples": 2,
         "lr": 3e-3,
         "init_std": 0.08,
         "lm_weight": 0.1,
@@ -78,6 +85,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "d_model": 64,
         "n_layers": 2,
         "samples": 20,
+        "remap_samples": 4,
         "lr": 3e-3,
         "init_std": 0.08,
         "lm_weight": 0.1,
@@ -93,6 +101,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "d_model": 64,
         "n_layers": 2,
         "samples": 40,
+        "remap_samples": 40,
         "lr": 3e-3,
         "init_std": 0.08,
         "lm_weight": 0.1,
@@ -108,10 +117,27 @@ PRESETS["gpu"] = {
     "lr": 1e-3,
     "init_std": 0.02,
     "samples": 40,
+    "remap_samples": 40,
 }
 
 SCALINGS = ("none", "PI", "NTK", "dynamic NTK", "YaRN")
+REMAPS = ("Self-Extend", "ReRoPE")
+ZERO_SHOT = (*SCALINGS, *REMAPS)
 FINETUNED = ("none", "PI", "YaRN")
+SELF_EXTEND_GROUP = 8
+
+
+def remap_pe(method: str, train_len: int) -> dict[str, Any]:
+    """The ``pe`` spec of remapping ``method`` (one of :data:`REMAPS`) for the unscaled RoPE model trained at
+    ``train_len``: its own ``rope_parameters``, window ``train_len // 2``; Self-Extend's group 8 (module docstring)."""
+    rope = scaled_pe("none", 1.0, train_len)
+    window = max(1, train_len // 2)
+    common = {"rope_parameters": rope["rope_parameters"], "max_position_embeddings": rope["max_position_embeddings"]}
+    if method == "Self-Extend":
+        return {"kind": "self_extend", "group": SELF_EXTEND_GROUP, "window": window, **common}
+    if method == "ReRoPE":
+        return {"kind": "rerope", "window": window, **common}
+    raise ValueError(f"unknown remapping {method!r}; expected one of {REMAPS}")
 
 
 def _examples(filler: torch.Tensor, length: int, depths: list[float], rng: random.Random) -> tuple[torch.Tensor, int]:
@@ -185,14 +211,20 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         tuple[str, str, int], tuple[np.ndarray, np.ndarray]
     ] = {}  # (method, stage, L) -> [samples, depths] x2
 
-    def measure(m: torch.nn.Module, method: str, stage: str, L: int) -> None:
-        ids = torch.cat([t[0] for t in tests[L]])  # [samples * depths, L + 6]
+    def measure(m: torch.nn.Module, method: str, stage: str, L: int, samples: int | None = None) -> None:
+        n = cfg["samples"] if samples is None else samples
+        ids = torch.cat([t[0] for t in tests[L][:n]])  # [n * depths, L + 6]
         hit, digits = _retrieval(m, ids, tests[L][0][1])
-        results[(method, stage, L)] = (hit.reshape(cfg["samples"], -1), digits.reshape(cfg["samples"], -1))
+        results[(method, stage, L)] = (hit.reshape(n, -1), digits.reshape(n, -1))
 
     for method in SCALINGS:
         for L in lengths:
             measure(swap_pe(model, zero_shot_pe(method, L, T)), method, "zero-shot", L)
+    n_remap = min(cfg["remap_samples"], cfg["samples"])  # the first prompts of each cell: T x T logits cost more
+    for method in REMAPS:  # settings from T only: one swapped model for every length
+        remapped = swap_pe(model, remap_pe(method, T))
+        for L in lengths:
+            measure(remapped, method, "zero-shot", L, n_remap)
     for target in cfg["finetune_multiples"]:
         ft_batch = max(1, cfg["batch"] // target)  # same bytes per step as training
         ft_cfg = TrainConfig(
@@ -219,7 +251,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
             "length": L,
             "multiple": L / T,
             "depth": d,
-            "prompts": cfg["samples"],
+            "prompts": hit.shape[0],
             "retrieval_accuracy": float(hit[:, j].mean()),
             "digit_accuracy": float(dig[:, j].mean()),
             "train_len": T,
@@ -230,8 +262,8 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     out.write_csv(
         "accuracy",
         rows,
-        f"Retrieval and digit accuracy per scaling, stage, prompt length and key depth ({cfg['samples']} prompts per "
-        "cell).",
+        f"Retrieval and digit accuracy per scaling (or remapping: Self-Extend, ReRoPE), stage, prompt length and key "
+        f"depth ({cfg['samples']} prompts per cell; the 'prompts' column says how many for each row).",
     )
     out.write_csv(
         "history",
@@ -270,9 +302,14 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
             f"{stage}: retrieval by length "
             + "; ".join(
                 f"{method} " + "/".join(f"{acc(method, stage, L):.2f}" for L in lengths)
-                for method in (SCALINGS if stage == "zero-shot" else FINETUNED)
+                for method in (ZERO_SHOT if stage == "zero-shot" else FINETUNED)
             )
-            + f" (lengths {lengths})."
+            + f" (lengths {lengths}"
+            + (
+                f"; Self-Extend and ReRoPE on the first {n_remap} of {cfg['samples']} prompts per cell)."
+                if stage == "zero-shot" and n_remap < cfg["samples"]
+                else ")."
+            )
         )
     sanity = [(f"the model retrieves at its training length ({in_len:.2f} >= 0.5)", in_len >= 0.5)]
     claims = []
@@ -301,11 +338,33 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
                 o,
             )
         )
+    L = 2 * T
+    if L in lengths:
+        for method, source, published in (
+            (
+                "Self-Extend",
+                "Jin et al. 2024",
+                "Self-Extend retrieves the passkey beyond the pretraining window, no tuning",
+            ),
+            ("ReRoPE", "Su 2023", "ReRoPE keeps a model working beyond its training length without fine-tuning"),
+        ):
+            a = results[(method, "zero-shot", L)][0]  # [n_remap, depths]: paired with none's first prompts
+            o, t = compare(a, results[("none", "zero-shot", L)][0][: a.shape[0]])
+            claims.append(
+                Claim(
+                    f"zero-shot at 2x ({L} bytes), {method} retrieves better than no scaling (A = {method}, B = none)",
+                    source,
+                    published,
+                    t,
+                    o,
+                )
+            )
     out.write_csv("claims", claim_rows(sanity, claims), CLAIMS_CAPTION)
     published = (
         "Mohtashami and Jaggi 2023 introduced the test; Chen et al. 2023: PI fine-tuned models retrieve across the "
         "extended window while unscaled models fail beyond the training length; Peng et al. 2023 (YaRN, s=32, 7B): "
-        "99.4% to 128k after fine-tuning."
+        "99.4% to 128k after fine-tuning. Jin et al. 2024 (Self-Extend) and Su 2023 (ReRoPE) extend the window without "
+        "any tuning by remapping far positions to distances seen in training."
     )
     return {"findings": findings, "published": published, "agreement": agreement(sanity, claims)}
 
@@ -314,7 +373,7 @@ def _digits(out: Outputs, rows: list[dict[str, Any]], lengths: list[int], stages
     plt = matplotlib_agg()
     fig, axes = plt.subplots(1, len(stages), figsize=(4.6 * len(stages), 3.6), sharey=True, squeeze=False)
     for ax, stage in zip(axes[0], stages, strict=True):
-        for method in SCALINGS if stage == "zero-shot" else FINETUNED:
+        for method in ZERO_SHOT if stage == "zero-shot" else FINETUNED:
             ys = [
                 np.mean(
                     [
@@ -335,21 +394,22 @@ def _digits(out: Outputs, rows: list[dict[str, Any]], lengths: list[int], stages
         fig,
         "digits",
         "Per-digit passkey accuracy vs prompt length, mean over depths, per scaling and stage.\n"
-        f"Teacher-forced argmax; dotted = chance (0.1), dashed = training length {T}; y from 0.",
+        f"Teacher-forced argmax; dotted = chance (0.1), dashed = training length {T}; y from 0; Self-Extend and "
+        "ReRoPE over their first prompts only (the accuracy CSV's 'prompts' column).",
     )
 
 
 def _grid(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], lengths: list[int], stages: list[str]) -> None:
     plt = matplotlib_agg()
-    panels = [(s, m) for s in stages for m in (SCALINGS if s == "zero-shot" else FINETUNED)]
-    ncol = len(SCALINGS)
+    panels = [(s, m) for s in stages for m in (ZERO_SHOT if s == "zero-shot" else FINETUNED)]
+    ncol = len(ZERO_SHOT)
     nrow = 1 + len(stages) - 1
     fig, axes = plt.subplots(nrow, ncol, figsize=(2.8 * ncol, 2.6 * nrow), squeeze=False)
     for ax in axes.flat:
         ax.set_visible(False)
     im = None
     for stage_i, stage in enumerate(stages):
-        methods = SCALINGS if stage == "zero-shot" else FINETUNED
+        methods = ZERO_SHOT if stage == "zero-shot" else FINETUNED
         for j, method in enumerate(methods):
             ax = axes[stage_i][j]
             ax.set_visible(True)
@@ -377,9 +437,11 @@ def _grid(out: Outputs, rows: list[dict[str, Any]], cfg: dict[str, Any], lengths
     out.save_figure(
         fig,
         "grid",
-        "Passkey retrieval by prompt length (x, bytes) and key depth (y): zero-shot scalings (top row) and after "
+        "Passkey retrieval by prompt length (x, bytes) and key depth (y): zero-shot scalings and remappings (top row, "
+        f"Self-Extend group {SELF_EXTEND_GROUP} and ReRoPE with window {cfg['train_len'] // 2}) and after "
         "fine-tuning "
         "at each target length (rows below).\n"
-        f"All 5 digits right under teacher forcing; {cfg['samples']} prompts per cell, SOTU validation filler; "
+        f"All 5 digits right under teacher forcing; {cfg['samples']} prompts per cell (Self-Extend, ReRoPE: the first "
+        f"{min(cfg['remap_samples'], cfg['samples'])}), SOTU validation filler; "
         f"trained at {cfg['train_len']}.",
     )

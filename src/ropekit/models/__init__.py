@@ -11,6 +11,7 @@ grouped-query heads) and take the position encoding as one argument, ``ModelConf
 See ``docs/training.md`` for training, checkpoints and the CLI.
 """
 
+from ropekit.models import remap_pe  # noqa: F401  (registers the self_extend and rerope kinds)
 from ropekit.models.attention import Attention, KVCache, LayerCache
 from ropekit.models.baselines import BagOfTokensClassifier
 from ropekit.models.cope_pe import CoPE as CoPE  # registers pe kind "cope"
