@@ -31,10 +31,12 @@ run: $(STAMP)
 	$(VENV)/bin/ropekit verify
 	$(VENV)/bin/ropekit report --preset quick --out report
 
-# The kernel benchmark with its peers (rotary-embedding-torch, torchtune: the `bench` extra).
+# The kernel benchmark with its peers (rotary-embedding-torch, torchtune: the `bench` extra), then RoPE's share of
+# one attention block (ropekit, table-free, transformers eager and compiled, no RoPE).
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]' $(TORCH_PIN)
 	$(PY) benchmarks/apply_rotary.py --markdown
+	$(PY) benchmarks/attention_block.py --markdown
 
 clean-env:
 	rm -rf $(VENV)

@@ -51,7 +51,7 @@ from pathlib import Path
 import torch
 
 import ropekit
-from ropekit import apply_rotary_qk, rope_cos_sin, rope_frequencies
+from ropekit import apply_rotary_qk, apply_rotary_qk_tablefree, rope_cos_sin, rope_frequencies
 from ropekit.kernels import use_backend
 
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
@@ -139,6 +139,7 @@ def implementations(shape, dtype, q, k, notes: list[str]) -> dict[str, tuple[Fn,
     T, D = shape[2], shape[3]
     inv_freq, _ = rope_frequencies(None, head_dim=D)
     cos, sin = rope_cos_sin(inv_freq, torch.arange(T))  # [T, D/2] float32
+    positions = torch.arange(T)  # the table-free path forms each token's angles itself: no table
     hf, note = hf_apply()
     if note and note not in notes:
         notes.append(note)
@@ -151,6 +152,7 @@ def implementations(shape, dtype, q, k, notes: list[str]) -> dict[str, tuple[Fn,
         "copy floor": (lambda q, k: (qb.copy_(q), kb.copy_(k)), q, k),
         "ropekit": (lambda q, k: apply_rotary_qk(q, k, cos, sin), q, k),
         "ropekit inplace": (lambda q, k: apply_rotary_qk(q, k, cos, sin, inplace=True), q, k),
+        "ropekit table-free": (lambda q, k: apply_rotary_qk_tablefree(q, k, inv_freq, positions=positions), q, k),
         "transformers eager": (lambda q, k: hf(q, k, hf_cos, hf_sin), q, k),
         "transformers compile": (lambda q, k: hf_compiled(q, k, hf_cos, hf_sin), q, k),
         "meta complex": (lambda q, k: meta_complex(q, k, freqs_cis), q, k),

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/attention_block.py [--quick] [--markdown] [--csv PATH]``
 
-The same Llama-like block (GQA, causal, no biases) runs with four ways of rotating q and k, timed round-robin
+The same Llama-like block (GQA, causal, no biases) runs with five ways of rotating q and k, timed round-robin
 inside each repetition so they share the machine's noise: no RoPE at all, ropekit (``apply_rotary_qk``, tables
 built once outside the timed region, as a model holds them), transformers' ``apply_rotary_pos_emb`` eager, and
 the same function under ``torch.compile``. RoPE's marginal share of a block is
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from apply_rotary import TUNABLES, _version, machine
 
 import ropekit
-from ropekit import apply_rotary_qk, rope_cos_sin, rope_frequencies
+from ropekit import apply_rotary_qk, apply_rotary_qk_tablefree, rope_cos_sin, rope_frequencies
 
 # (B, T, d_model, n_heads, n_kv_heads): Llama-like head_dim 128 with GQA, and a small head_dim-64 block
 SHAPES = ((1, 1024, 1024, 8, 2), (4, 256, 512, 8, 8))
@@ -66,13 +66,21 @@ class Block(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))  # [B, T, C]
 
 
+def _tablefree(q: torch.Tensor, k: torch.Tensor, inv_freq: torch.Tensor, positions: torch.Tensor):
+    out_q, out_k = apply_rotary_qk_tablefree(q, k, inv_freq, positions=positions)
+    assert out_k is not None
+    return out_q, out_k
+
+
 def ropes(T: int, head_dim: int, dtype: torch.dtype, notes: list[str]) -> dict[str, Rope | None]:
     """The ways of rotating, each with its tables built once (as a model holds them)."""
     inv_freq, _ = rope_frequencies(None, head_dim=head_dim)
     cos, sin = rope_cos_sin(inv_freq, torch.arange(T))  # [T, D/2] float32, ropekit's layout
+    positions = torch.arange(T)
     out: dict[str, Rope | None] = {
         "no RoPE": None,
         "ropekit": lambda q, k: apply_rotary_qk(q, k, cos, sin),
+        "ropekit table-free": lambda q, k: _tablefree(q, k, inv_freq, positions),
     }
     try:
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
