@@ -13,6 +13,7 @@ See ``docs/training.md`` for training, checkpoints and the CLI.
 
 from ropekit.models.attention import Attention, KVCache, LayerCache
 from ropekit.models.baselines import BagOfTokensClassifier
+from ropekit.models.hier_pe import Hierarchical as _Hierarchical  # noqa: F401  (registers pe="hierarchical")
 from ropekit.models.io import CheckpointError, load_model, save_model
 from ropekit.models.positions import (
     POSITION_ENCODINGS,
