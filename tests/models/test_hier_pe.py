@@ -129,3 +129,34 @@ def test_bad_positions_and_options_raise() -> None:
         build_position_encoding({"kind": "hierarchical", "sentence_base": 0.0}, DIMS)
     with pytest.raises(ValueError, match="unknown option"):
         build_position_encoding({"kind": "hierarchical", "token_base": 100.0}, DIMS)
+
+
+def test_the_order_task_passes_packed_sentence_positions() -> None:
+    import torch.nn.functional as F
+
+    from ropekit.data import ByteTokenizer
+    from ropekit.experiments import order
+
+    tok = ByteTokenizer()
+    g = torch.Generator().manual_seed(5)
+    stream = torch.randint(97, 123, (400,), generator=g)
+    stream[torch.randint(0, 400, (60,), generator=g)] = ord(".")
+    cfg = dict(order.PRESETS["tiny"])
+    ends = tok.encode(order.SENTENCE_ENDS)
+    assert ends == [ord("."), ord("!"), ord("?")]
+    task = order.OrderTask(stream, stream, cfg, tok.vocab_size, tok.bos_id, tok.pad_id, boundary_ids=ends)
+    ids, lengths, labels = task.batch(0, 8, 0)
+    x = ids[:, : int(lengths.max())]
+    packed = task.positions(x)
+    assert packed is not None and int(unpack_hierarchical(packed)[..., 0].max()) > 0  # several sentences
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(
+            **task.model_overrides(), d_model=32, n_layers=1, max_len=cfg["max_len"] + 1, pe={"kind": "hierarchical"}
+        )
+    )
+    loss, _ = task.loss(model, (ids, lengths, labels))
+    assert torch.equal(loss, F.cross_entropy(model(x, lengths, packed_sentence_positions(x, ends)), labels))
+    assert not torch.equal(loss, F.cross_entropy(model(x, lengths), labels))  # not the default positions
+    plain = order.OrderTask(stream, stream, cfg, tok.vocab_size, tok.bos_id, tok.pad_id)
+    assert plain.positions(x) is None and "sentence_end_ids" not in plain.spec()
