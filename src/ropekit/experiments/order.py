@@ -45,6 +45,7 @@ from ropekit.experiments._common import (
     style,
 )
 from ropekit.models.hier_pe import packed_sentence_positions
+from ropekit.nd.hierarchical import unpack_hierarchical
 from ropekit.train.device import model_device, to_device
 
 __all__ = ["ENCODINGS", "HIERARCHICAL", "NAME", "PRESETS", "SENTENCE_ENDS", "TITLE", "OrderTask", "run"]
@@ -226,9 +227,8 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     seeds = list(range(seed, seed + cfg["seeds"]))
     model_cfg = {**cfg, "max_len": cfg["max_len"] + 1}
     flat, hist = train_encoders(task, test, ENCODINGS, model_cfg, seeds, name=NAME)
-    hier_task = OrderTask(
-        train_stream, val_stream, cfg, tok.vocab_size, tok.bos_id, tok.pad_id, boundary_ids=tok.encode(SENTENCE_ENDS)
-    )
+    ends = tok.encode(SENTENCE_ENDS)
+    hier_task = OrderTask(train_stream, val_stream, cfg, tok.vocab_size, tok.bos_id, tok.pad_id, boundary_ids=ends)
     hier, hier_hist = train_encoders(
         hier_task, test, HIERARCHICAL, model_cfg, seeds, name=NAME, positions_of=hier_task.positions
     )
@@ -301,9 +301,14 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     acc = {r["model"]: r["accuracy"] for r in summary}
     chance = acc["majority class"]
     findings = [f"{r['model']}: test accuracy {r['over_seeds']}." for r in summary if r["model"] in arms]
+    sentences = unpack_hierarchical(packed_sentence_positions(test[0], ends))[..., 0]  # [N, T] sentence index per token
+    real = torch.arange(test[0].shape[1]) < test[1].unsqueeze(-1)  # [N, T]
+    multi = float((torch.where(real, sentences, 0).amax(-1) > 0).double().mean())
     findings.append(
         "Hierarchical RoPE (sentence, token-in-sentence; sentences end at '.', '!', '?') against 1-D RoPE, paired "
-        f"over seeds and test windows: {compare(correct['hierarchical RoPE'], correct['RoPE'])[1]} (A = hierarchical)."
+        f"over seeds and test windows: {compare(correct['hierarchical RoPE'], correct['RoPE'])[1]} (A = hierarchical); "
+        f"{multi:.0%} of the test windows span two or more sentences (the others are one sentence, where the "
+        "sentence pairs do not turn)."
     )
     findings.append(f"Order-blind baselines: bag of tokens {acc['bag of tokens']:.3f}, majority class {chance:.3f}.")
     o_n, t_n = compare(correct["NoPE"], np.broadcast_to(baselines["majority class"], correct["NoPE"].shape))
