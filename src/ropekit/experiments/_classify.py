@@ -9,6 +9,7 @@ test items) 0/1.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,14 +33,21 @@ __all__ = [
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Predicted classes ``[N]`` of an :class:`~ropekit.models.EncoderClassifier`."""
+def predict(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    lengths: torch.Tensor,
+    positions_of: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+) -> torch.Tensor:
+    """Predicted classes ``[N]`` of an :class:`~ropekit.models.EncoderClassifier`; ``positions_of``: the model's
+    positions ``[B, T]`` from its ids ``[B, T]`` (e.g. packed sentence positions), ``None`` for the default."""
     model.eval()
     out = []
     ids, lengths = to_device((ids, lengths), model_device(model))
     for i in range(0, ids.shape[0], 64):
         ln = lengths[i : i + 64]
-        out.append(model(ids[i : i + 64, : int(ln.max())], ln).argmax(-1))
+        x = ids[i : i + 64, : int(ln.max())]
+        out.append((model(x, ln) if positions_of is None else model(x, ln, positions_of(x))).argmax(-1))
     return torch.cat(out).cpu()
 
 
@@ -52,10 +60,12 @@ def train_encoders(
     *,
     name: str,
     save_dir: pathlib.Path | None = None,
+    positions_of: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """Train one encoder per encoding and seed with :func:`ropekit.train.train` on ``task`` (every encoding of a seed
     sees the same batches: they are a function of ``(seed, step)``); returns ``({label: correct [S, N]}, history
-    rows)``. ``save_dir``: the first encoding's first seed is saved there as a ``ropekit train`` run."""
+    rows)``. ``save_dir``: the first encoding's first seed is saved there as a ``ropekit train`` run.
+    ``positions_of``: positions from ids for the test predictions (the task passes the same ones in training)."""
     ids, lengths, labels = test
     correct: dict[str, list[np.ndarray]] = {label: [] for label in encodings}
     hist: list[dict[str, Any]] = []
@@ -92,7 +102,8 @@ def train_encoders(
                 device=run_device(),
             )
             hist += history_rows(label, result.history, seed=s)
-            correct[label].append((predict(result.model, ids, lengths) == labels).numpy().astype(np.float64))
+            predicted = predict(result.model, ids, lengths, positions_of)
+            correct[label].append((predicted == labels).numpy().astype(np.float64))
     return {k: np.stack(v) for k, v in correct.items()}, hist
 
 

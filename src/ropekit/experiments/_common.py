@@ -144,6 +144,7 @@ STYLES: dict[str, tuple[str, str]] = {
     "randomized RoPE": ("#17becf", "X"),
     "p-RoPE": ("#bcbd22", "h"),
     "receptive RoPE": ("#e377c2", "*"),
+    "hierarchical RoPE": ("#637939", "8"),
     "xPos": ("#7f7f7f", "<"),
     "Self-Extend": ("#e7ba52", "H"),
     "ReRoPE": ("#843c39", "8"),

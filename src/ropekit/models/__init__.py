@@ -15,6 +15,7 @@ from ropekit.models import remap_pe  # noqa: F401  (registers the self_extend an
 from ropekit.models.attention import Attention, KVCache, LayerCache
 from ropekit.models.baselines import BagOfTokensClassifier
 from ropekit.models.cope_pe import CoPE as CoPE  # registers pe kind "cope"
+from ropekit.models.hier_pe import Hierarchical as Hierarchical  # registers pe kind "hierarchical"
 from ropekit.models.io import CheckpointError, load_model, save_model
 from ropekit.models.positions import (
     POSITION_ENCODINGS,

@@ -15,6 +15,7 @@ from torch import nn
 
 from ropekit.nd.functional import apply_rotary_nd, axial_frequencies, liere_rotation, mixed_frequencies
 from ropekit.nd.mrope import mrope_cos_sin, mrope_pair_axes, split_mrope_parameters
+from ropekit.nd.multimodal import LAYOUT_SECTIONS, MULTIMODAL_LAYOUTS, layout_cos_sin, layout_name, layout_pair_axes
 from ropekit.nd.reference import apply_token_matrices, cayley
 from ropekit.reference import apply_rotary_reference
 from ropekit.scaling import rope_frequencies
@@ -188,6 +189,16 @@ class LieREEmbedding(nn.Module):
         return apply_token_matrices(q, R), apply_token_matrices(k, R)
 
 
+# named layouts whose pair map is one of M-RoPE's two (ropekit.nd.mrope_pair_axes)
+_MROPE_LAYOUT_OF = {
+    "qwen2_vl": "chunked",
+    "qwen2_5_omni": "chunked",
+    "qwen3_vl": "interleaved",
+    "qwen3_omni": "interleaved",
+    "mrope_interleave": "interleaved",
+}
+
+
 class MRotaryEmbedding(nn.Module):
     """M-RoPE of Qwen2-VL (``layout="chunked"``, section [16, 24, 24]) or Qwen3-VL (``"interleaved"``, [24, 20, 20]).
 
@@ -201,9 +212,16 @@ class MRotaryEmbedding(nn.Module):
 
     Half pairing (``rotate_half``) as in Qwen. ``forward(q, k, position_ids [3, B, T])``; build ids with
     :func:`ropekit.nd.mrope_position_ids`. cos and sin are multiplied by the type's attention factor.
+
+    :meth:`from_layout` builds the module of a named layout of :mod:`ropekit.nd.multimodal` (Qwen2-VL, Qwen3-VL,
+    Qwen-Omni, ERNIE-4.5-VL, VideoRoPE, HoPE, MRoPE-I): its pair map, pairing and, for HoPE, its NoPE pairs.
     """
 
     inv_freq: torch.Tensor
+    #: set by :meth:`from_layout`: ``[r]`` pair -> axis map (``None``: ``mrope_section`` and ``layout``)
+    pair_axes: torch.Tensor | None
+    #: set by :meth:`from_layout` for HoPE: ``[r]`` bool, pairs at frequency zero
+    nope_pairs: torch.Tensor | None
 
     def __init__(
         self,
@@ -226,12 +244,64 @@ class MRotaryEmbedding(nn.Module):
         self.mrope_section, self.layout = section, layout or read_layout
         mrope_pair_axes(section, layout=self.layout)  # validates the layout and the sections now, not at forward
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # [r]
+        self.layout_name: str | None = None
+        self.interleaved = False
+        self.register_buffer("pair_axes", None, persistent=False)
+        self.register_buffer("nope_pairs", None, persistent=False)
+
+    @classmethod
+    def from_layout(
+        cls,
+        layout: str,
+        head_dim: int,
+        rope_parameters: Mapping[str, Any] | None = None,
+        *,
+        mrope_section: Sequence[int] | None = None,
+        max_position_embeddings: int | None = None,
+    ) -> MRotaryEmbedding:
+        """The module of a named layout (:data:`ropekit.nd.multimodal.MULTIMODAL_LAYOUTS`, spelled as
+        :func:`ropekit.nd.multimodal.layout_name` accepts: ``"qwen2-vl"``, ``"Qwen2.5-Omni"``, ``"hope"``, ...).
+
+        ``rope_parameters``: the text model's (``rope_theta``, scaling; default RoPE at base 10000), with or without
+        ``mrope_section``. The section is ``mrope_section``, else the one in ``rope_parameters``, else the released
+        models' (:data:`ropekit.nd.multimodal.LAYOUT_SECTIONS`, for 64 rotary pairs); in the layout's own order
+        (ERNIE: ``(h, w, t)``). The module rotates as :func:`ropekit.nd.multimodal.layout_cos_sin` with
+        :func:`ropekit.nd.multimodal.layout_pair_axes` and the layout's pairing do; position ids ``[3, B, T]`` come
+        from the layout's builder (integer or real, e.g. Qwen3-Omni's time-aligned ids).
+        """
+        name = layout_name(layout)
+        params = dict(rope_parameters or {})
+        params.pop("mrope_interleaved", None)  # the name decides the layout
+        section = mrope_section if mrope_section is not None else params.get("mrope_section", LAYOUT_SECTIONS[name])
+        params["mrope_section"] = [int(s) for s in section]
+        axes = layout_pair_axes(name, params["mrope_section"])  # validates the section for this layout
+        # the Qwen maps are M-RoPE's own layouts (the module's `layout`); the others keep "chunked" there, unused
+        module = cls(
+            head_dim, params, layout=_MROPE_LAYOUT_OF.get(name), max_position_embeddings=max_position_embeddings
+        )
+        module.layout_name, module.interleaved = name, MULTIMODAL_LAYOUTS[name]
+        module.pair_axes = axes.to(module.inv_freq.device)
+        module.nope_pairs = axes == 0 if name == "hope" else None  # HoPE: NoPE on the temporal pairs
+        return module
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if position_ids.dim() != 3 or position_ids.shape[0] != 3:
             raise ValueError(f"position_ids must be [3, B, T], got shape {tuple(position_ids.shape)}")
+        if self.pair_axes is not None:  # a named layout (from_layout)
+            cos, sin = layout_cos_sin(
+                self.inv_freq,
+                position_ids,
+                self.pair_axes,
+                nope_pairs=self.nope_pairs,
+                attention_factor=self.attention_factor,
+            )  # [B, T, r] each
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [B, 1, T, r]
+            return (
+                apply_rotary_reference(q, cos, sin, interleaved=self.interleaved),
+                apply_rotary_reference(k, cos, sin, interleaved=self.interleaved),
+            )
         cos, sin = mrope_cos_sin(
             self.inv_freq, position_ids, self.mrope_section, layout=self.layout, attention_factor=self.attention_factor
         )  # [B, T, r] each

@@ -27,7 +27,14 @@ import torch
 
 from ropekit.nd.functional import nd_cos_sin
 
-__all__ = ["MROPE_LAYOUTS", "mrope_cos_sin", "mrope_pair_axes", "mrope_position_ids", "split_mrope_parameters"]
+__all__ = [
+    "MROPE_LAYOUTS",
+    "mrope_cos_sin",
+    "mrope_pair_axes",
+    "mrope_position_ids",
+    "split_mrope_parameters",
+    "token_type_runs",
+]
 
 MROPE_LAYOUTS = ("chunked", "interleaved")  # Qwen2-VL / Qwen2.5-VL, Qwen3-VL
 
@@ -115,8 +122,10 @@ def mrope_cos_sin(
     return cos, sin
 
 
-def _runs(token_types: list[int]) -> list[tuple[int, int, int]]:
-    """Maximal runs ``(type, start, end)`` of equal token types."""
+def token_type_runs(token_types: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Maximal runs ``(type, start, end)`` (``end`` exclusive) of equal token types, in order: the segments (a text
+    run, one image, one video, ...) that every position-id builder of :mod:`ropekit.nd.mrope` and
+    :mod:`ropekit.nd.multimodal` walks. ``[0, 0, 1, 1, 1, 0]`` -> ``[(0, 0, 2), (1, 2, 5), (0, 5, 6)]``."""
     runs: list[tuple[int, int, int]] = []
     for i, kind in enumerate(token_types):
         if runs and runs[-1][0] == kind:
@@ -151,7 +160,7 @@ def mrope_position_ids(
         2: iter([tuple(int(v) for v in g) for g in video_grids]),
     }
     pieces, current = [], 0
-    for kind, start, end in _runs(token_types.tolist()):
+    for kind, start, end in token_type_runs(token_types.tolist()):
         n = end - start
         if kind == 0:
             pieces.append(torch.arange(current, current + n).expand(3, n))  # [3, n], t = h = w

@@ -44,20 +44,23 @@ with its audio, Qwen3-Omni),
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from ropekit.nd.functional import frequencies_from_pair_axes, nd_cos_sin
-from ropekit.nd.mrope import _runs, mrope_pair_axes
+from ropekit.nd.mrope import mrope_pair_axes, token_type_runs
 
 __all__ = [
+    "LAYOUT_SECTIONS",
     "MULTIMODAL_LAYOUTS",
     "ernie_pair_axes",
     "ernie_position_ids",
     "hope_frequencies",
     "hope_position_ids",
     "layout_cos_sin",
+    "layout_name",
     "layout_pair_axes",
     "mhrope_cos_sin",
     "mhrope_head_axes",
@@ -80,7 +83,34 @@ MULTIMODAL_LAYOUTS: dict[str, bool] = {
     "mrope_interleave": False,
 }
 
+# name -> the released models' mrope_section (transformers' order: (t, h, w), ERNIE (h, w, t); 64 rotary pairs,
+# head_dim 128): the default of MRotaryEmbedding.from_layout. VideoRoPE / HoPE: 16 t pairs of 64 (only the t count
+# matters, h and w share the rest).
+LAYOUT_SECTIONS: dict[str, tuple[int, int, int]] = {
+    "qwen2_vl": (16, 24, 24),
+    "qwen3_vl": (24, 20, 20),
+    "qwen2_5_omni": (16, 24, 24),
+    "qwen3_omni": (24, 20, 20),
+    "ernie4_5_vl": (22, 22, 20),
+    "videorope": (16, 24, 24),
+    "hope": (16, 24, 24),
+    "mrope_interleave": (24, 20, 20),
+}
+
 Grid = Sequence[int]
+
+
+def layout_name(name: str) -> str:
+    """The key of :data:`MULTIMODAL_LAYOUTS` for ``name``, case and separators ignored (``"Qwen2.5-Omni"`` ->
+    ``"qwen2_5_omni"``, ``"qwen2-vl"`` -> ``"qwen2_vl"``); unknown names raise with the known ones."""
+    if not isinstance(name, str):
+        raise TypeError(f"layout must be a name (str), got {type(name).__name__}")
+    key = "".join(c if c.isalnum() else "_" for c in name.strip().lower())
+    if key not in MULTIMODAL_LAYOUTS:
+        close = difflib.get_close_matches(key, list(MULTIMODAL_LAYOUTS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown multimodal layout {name!r}{hint} (known: {', '.join(MULTIMODAL_LAYOUTS)})")
+    return key
 
 
 def _sections(section: Sequence[int], name: str) -> list[int]:
@@ -127,13 +157,12 @@ def mrope_interleave_pair_axes(mrope_section: Sequence[int]) -> torch.Tensor:
 
 
 def layout_pair_axes(layout: str, mrope_section: Sequence[int]) -> torch.Tensor:
-    """Pair -> axis map ``[r]`` of a named layout (see :data:`MULTIMODAL_LAYOUTS`).
+    """Pair -> axis map ``[r]`` of a named layout (see :data:`MULTIMODAL_LAYOUTS`; spelling as :func:`layout_name`).
 
     ``mrope_section`` is ``(t, h, w)`` pair counts for the Qwen layouts and MRoPE-I, ``(h, w, t)`` for ERNIE
     (transformers' own orders), ``(t, h, w)`` with ``h == w`` for VideoRoPE and HoPE (only the t count matters).
     """
-    if layout not in MULTIMODAL_LAYOUTS:
-        raise ValueError(f"unknown multimodal layout {layout!r}; expected one of {sorted(MULTIMODAL_LAYOUTS)}")
+    layout = layout_name(layout)
     sec = _sections(mrope_section, "mrope_section")
     if layout in ("qwen2_vl", "qwen2_5_omni"):
         return mrope_pair_axes(sec, layout="chunked")
@@ -229,7 +258,7 @@ def mhrope_cos_sin(
 def _check_types(token_types: torch.Tensor, allowed: tuple[int, ...]) -> list[tuple[int, int, int]]:
     if token_types.dim() != 1:
         raise ValueError(f"token_types must be [T] (one sequence), got shape {tuple(token_types.shape)}")
-    runs = _runs(token_types.tolist())
+    runs = token_type_runs(token_types.tolist())
     for kind, start, _ in runs:
         if kind not in allowed:
             raise ValueError(f"token type {kind} at position {start}: expected one of {allowed} "
