@@ -9,12 +9,15 @@ Protocol (:class:`PositionEncoding`, every method has an identity default):
 * ``embed(x, positions) -> x``: absolute kinds add to the token embeddings once, before the first block.
 * ``rotate(q, k, positions) -> (q, k)``: rotary kinds, in every self-attention layer, before caching k.
 * ``bias(q_positions, k_positions) -> bias | None``: additive attention bias (ALiBi), tensors ``[T]``/``[B, T]``.
+* ``scores(q, k, q_positions, k_positions, visible) -> logits`` for kinds with ``computes_scores = True``
+  (content-dependent or remapped positions): the whole pre-softmax logits from unrotated heads.
 
 Kinds (``POSITION_ENCODINGS``): ``none`` (NoPE), ``sinusoidal``, ``learned``, ``alibi``, ``rope`` (any Hugging Face
 ``rope_parameters``: PI = ``linear``, ``ntk``, ``dynamic``, ``yarn``, ``longrope``, ``llama3``, ABF = a larger
 ``rope_theta``; the aliases ``pi``/``ntk``/``dynamic``/``yarn``/``llama3``/``longrope`` set ``rope_type``), ``xpos``,
 ``prope``, ``learned_freq``, ``receptive``, ``fope`` (Fourier coefficients, :mod:`ropekit.fope`), ``pope`` (polar,
-:mod:`ropekit.pope`). Any kind takes ``random_max=L``: while training, positions are a sorted
+:mod:`ropekit.pope`); registered from their own modules: ``cope`` (``models/cope_pe.py``), ``self_extend`` and
+``rerope`` (``models/remap_pe.py``), ``hierarchical`` (``models/hier_pe.py``). Any kind takes ``random_max=L``: while training, positions are a sorted
 random subset of ``[0, L)`` per row (Ruoss et al. 2023); evaluation and generation use the default positions.
 
 A spec is a name or a mapping ``{"kind": name, **options}`` (JSON-friendly; options are the constructor's keyword
