@@ -16,7 +16,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ropekit.experiments._common import Outputs, history_rows, matplotlib_agg, mean_spread, run_device, style
+from ropekit.experiments._common import (
+    Outputs,
+    history_rows,
+    matplotlib_agg,
+    mean_spread,
+    run_device,
+    style,
+    train_config,
+)
 from ropekit.models import BagOfTokensClassifier, ModelConfig
 from ropekit.train import TrainConfig, run_steps, train
 from ropekit.train.device import model_device, to_device
@@ -78,14 +86,7 @@ def train_encoders(
                 pe=pe,
                 init_std=cfg["init_std"],
             )
-            train_cfg = TrainConfig(
-                steps=cfg["steps"],
-                batch_size=cfg["batch"],
-                lr=cfg["lr"],
-                warmup=max(1, cfg["steps"] // 10),
-                eval_every=max(1, cfg["steps"] // 4),
-                seed=s,
-            )
+            train_cfg = train_config(cfg["steps"], cfg["batch"], cfg["lr"], s, evals=4)
             out_dir = (
                 save_dir / f"{name}-{pe['kind']}"
                 if save_dir is not None and s == seeds[0] and label == next(iter(encodings))

@@ -57,6 +57,7 @@ __all__ = [
     "running_on",
     "seed_everything",
     "style",
+    "train_config",
 ]
 
 T = TypeVar("T")
@@ -64,6 +65,18 @@ T = TypeVar("T")
 # The report sets this to "0" in its worker processes so that parallel experiments do not draw
 # interleaved bars; the report shows one line per experiment instead.
 PROGRESS_ENV = "ROPEKIT_INNER_PROGRESS"
+
+
+def train_config(
+    steps: int, batch: int, lr: float, seed: int, *, evals: int | None = None, warmup_div: int = 10, **extra: Any
+) -> Any:
+    """The experiments' one training recipe: :class:`ropekit.train.TrainConfig` with warm-up over the first
+    ``steps // warmup_div`` steps and, with ``evals``, that many validation points; ``extra`` passes other fields."""
+    from ropekit.train import TrainConfig
+
+    if evals is not None:
+        extra["eval_every"] = max(1, steps // evals)
+    return TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup=max(1, steps // warmup_div), seed=seed, **extra)
 
 
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None) -> Iterable[T]:

@@ -45,9 +45,10 @@ from ropekit.experiments._common import (
     protocol,
     run_device,
     style,
+    train_config,
 )
 from ropekit.models import Attention, ModelConfig, build_model
-from ropekit.train import TrainConfig, train
+from ropekit.train import train
 from ropekit.train.device import model_device, to_device
 
 __all__ = [
@@ -316,14 +317,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
                 pe=pe,
                 init_std=cfg["init_std"],
             )
-            train_cfg = TrainConfig(
-                steps=cfg["steps"],
-                batch_size=cfg["batch"],
-                lr=cfg["lr"],
-                warmup=max(1, cfg["steps"] // 10),
-                eval_every=max(1, cfg["steps"] // 4),
-                seed=s,
-            )
+            train_cfg = train_config(cfg["steps"], cfg["batch"], cfg["lr"], s, evals=4)
             result = train(
                 model_cfg, task, train_cfg, progress=False, log_evals=False, overwrite=True, device=run_device()
             )

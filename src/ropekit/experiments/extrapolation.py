@@ -38,6 +38,7 @@ from ropekit.experiments._common import (
     plot_histories,
     protocol,
     style,
+    train_config,
 )
 from ropekit.experiments._lm import (
     SCALINGS,
@@ -52,7 +53,7 @@ from ropekit.experiments._lm import (
 from ropekit.models import DecoderLM, ModelConfig
 from ropekit.models.io import model_config
 from ropekit.models.transformer import Block
-from ropekit.train import LMTask, TrainConfig
+from ropekit.train import LMTask
 from ropekit.train.device import model_device
 
 __all__ = ["NAME", "PRESETS", "TITLE", "run"]
@@ -176,13 +177,8 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
     unigram = base_task.baseline()
     rope_in_dist: list[float] = []
     for s in seeds:
-        train_cfg = TrainConfig(
-            steps=cfg["steps"],
-            batch_size=cfg["batch"],
-            lr=cfg["lr"],
-            warmup=max(1, cfg["steps"] // 10),
-            seed=s,
-            eval_every=max(1, cfg["steps"] // 5),
+        train_cfg = train_config(
+            cfg["steps"], cfg["batch"], cfg["lr"], s, evals=5
         )
         loss_fn, batch_fn = task_fns(base_task, cfg["batch"], s)
         for label, kind in {"RoPE": "rope", **REFERENCES}.items():
@@ -221,13 +217,8 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
                     eval_windows=max(1, cfg["eval_tokens"] // (target * T)),
                 )
                 ft_batch = max(1, cfg["batch"] // target)  # same bytes per step as the base training
-                ft_cfg = TrainConfig(
-                    steps=cfg["finetune_steps"],
-                    batch_size=ft_batch,
-                    lr=cfg["lr"] / 3,
-                    warmup=max(1, cfg["finetune_steps"] // 10),
-                    seed=s,
-                    eval_every=max(1, cfg["finetune_steps"] // 4),
+                ft_cfg = train_config(
+                    cfg["finetune_steps"], ft_batch, cfg["lr"] / 3, s, evals=4
                 )
                 ft_loss, ft_batches = task_fns(ft_task, ft_batch, 10_000 + s)  # same batches for every method
                 for method in FINETUNED:

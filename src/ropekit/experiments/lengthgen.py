@@ -36,10 +36,10 @@ from ropekit.experiments._common import (
     plot_histories,
     protocol,
     style,
+    train_config,
 )
 from ropekit.experiments._lm import train_model
 from ropekit.models import ModelConfig, random_positions
-from ropekit.train import TrainConfig
 from ropekit.train.device import model_device, to_device
 
 __all__ = ["NAME", "PRESETS", "TITLE", "encodings", "make_batch", "run"]
@@ -179,9 +179,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
             n = int(torch.randint(1, cfg["train_max_n"] + 1, (1,), generator=g))
             return make_batch(cfg["batch"], n, cfg["n_symbols"], cfg["task"], g)
 
-        train_cfg = TrainConfig(
-            steps=cfg["steps"], batch_size=cfg["batch"], lr=cfg["lr"], warmup=max(1, cfg["steps"] // 10), seed=s
-        )
+        train_cfg = train_config(cfg["steps"], cfg["batch"], cfg["lr"], s)
         for label, pe in encs.items():
             model_cfg = ModelConfig(
                 task="lm",

@@ -45,11 +45,11 @@ from ropekit.experiments._common import (
     plot_histories,
     protocol,
     style,
+    train_config,
 )
 from ropekit.experiments._lm import scaled_pe, swap_pe, train_model, zero_shot_pe
 from ropekit.models import ModelConfig
 from ropekit.models.io import model_config
-from ropekit.train import TrainConfig
 from ropekit.train.device import model_device
 
 __all__ = ["NAME", "PRESETS", "REMAPS", "SCALINGS", "TITLE", "ZERO_SHOT", "remap_pe", "run"]
@@ -197,9 +197,7 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
         pe=scaled_pe("none", 1.0, T),
         init_std=cfg["init_std"],
     )
-    train_cfg = TrainConfig(
-        steps=cfg["steps"], batch_size=cfg["batch"], lr=cfg["lr"], warmup=max(1, cfg["steps"] // 20), seed=seed
-    )
+    train_cfg = train_config(cfg["steps"], cfg["batch"], cfg["lr"], seed, warmup_div=20)
     model, history = train_model(
         model_cfg, loss_fn, _batch_fn(train_fill, T, cfg["batch"], seed), train_cfg, desc=f"{NAME}: train"
     )
@@ -227,12 +225,8 @@ def run(cfg: dict[str, Any], out: Outputs, *, seed: int) -> dict[str, Any]:
             measure(remapped, method, "zero-shot", L, n_remap)
     for target in cfg["finetune_multiples"]:
         ft_batch = max(1, cfg["batch"] // target)  # same bytes per step as training
-        ft_cfg = TrainConfig(
-            steps=cfg["finetune_steps"],
-            batch_size=ft_batch,
-            lr=cfg["lr"] / 3,
-            warmup=max(1, cfg["finetune_steps"] // 10),
-            seed=seed,
+        ft_cfg = train_config(
+            cfg["finetune_steps"], ft_batch, cfg["lr"] / 3, seed
         )
         batches = _batch_fn(train_fill, target * T, ft_batch, 20_000 + seed)
         for method in FINETUNED:

@@ -17,8 +17,9 @@ Kinds (``POSITION_ENCODINGS``): ``none`` (NoPE), ``sinusoidal``, ``learned``, ``
 ``rope_theta``; the aliases ``pi``/``ntk``/``dynamic``/``yarn``/``llama3``/``longrope`` set ``rope_type``), ``xpos``,
 ``prope``, ``learned_freq``, ``receptive``, ``fope`` (Fourier coefficients, :mod:`ropekit.fope`), ``pope`` (polar,
 :mod:`ropekit.pope`); registered from their own modules: ``cope`` (``models/cope_pe.py``), ``self_extend`` and
-``rerope`` (``models/remap_pe.py``), ``hierarchical`` (``models/hier_pe.py``). Any kind takes ``random_max=L``: while training, positions are a sorted
-random subset of ``[0, L)`` per row (Ruoss et al. 2023); evaluation and generation use the default positions.
+``rerope`` (``models/remap_pe.py``), ``hierarchical`` (``models/hier_pe.py``). Any kind takes
+``random_max=L``: while training, positions are a sorted random subset of ``[0, L)`` per row (Ruoss et al.
+2023); evaluation and generation use the default positions.
 
 A spec is a name or a mapping ``{"kind": name, **options}`` (JSON-friendly; options are the constructor's keyword
 arguments). Adding a kind is one class decorated with ``@register_position_encoding("name")``.
