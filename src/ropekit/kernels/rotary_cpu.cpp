@@ -47,14 +47,23 @@ struct BF16 { using raw = uint16_t; using acc = float;
 template <bool FULL> inline __m512 ld16(const float* p, __mmask16 m) {
   return FULL ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
 }
-template <bool FULL> inline void st16(float* p, __m512 v, __mmask16 m) {
-  if (FULL) _mm512_storeu_ps(p, v); else _mm512_mask_storeu_ps(p, m, v);
+// NT: non-temporal (streaming) stores for full vectors, as two 32-byte halves (the caller guarantees 32-byte
+// alignment, want_stream); row tails use regular masked stores.
+template <bool FULL, bool NT = false> inline void st16(float* p, __m512 v, __mmask16 m) {
+  if (FULL && NT) {
+    _mm256_stream_ps(p, _mm512_castps512_ps256(v));
+    _mm256_stream_ps(p + 8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  } else if (FULL) {
+    _mm512_storeu_ps(p, v);
+  } else {
+    _mm512_mask_storeu_ps(p, m, v);
+  }
 }
 template <bool FULL> inline __m512 ld16(const uint16_t* p, __mmask16 m) {
   const __m256i h = FULL ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)) : _mm256_maskz_loadu_epi16(m, p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
-template <bool FULL> inline void st16(uint16_t* p, __m512 v, __mmask16 m) {
+template <bool FULL, bool NT = false> inline void st16(uint16_t* p, __m512 v, __mmask16 m) {
 #ifdef __AVX512BF16__
   const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
 #else
@@ -64,29 +73,31 @@ template <bool FULL> inline void st16(uint16_t* p, __m512 v, __mmask16 m) {
   r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
   const __m256i h = _mm512_cvtepi32_epi16(r);
 #endif
-  if (FULL) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h); else _mm256_mask_storeu_epi16(p, m, h);
+  if (FULL && NT) _mm256_stream_si256(reinterpret_cast<__m256i*>(p), h);
+  else if (FULL) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+  else _mm256_mask_storeu_epi16(p, m, h);
 }
 inline __mmask16 low_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }  // n < 16
 
-template <bool FULL, bool CONJ, typename R>
+template <bool FULL, bool CONJ, bool NT, typename R>
 inline void half_step(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s, __mmask16 m) {
   const __m512 a = ld16<FULL>(xa, m), b = ld16<FULL>(xb, m), cj = ld16<FULL>(c, m);
   __m512 sj = ld16<FULL>(s, m);
   if (CONJ) sj = _mm512_sub_ps(_mm512_setzero_ps(), sj);
-  st16<FULL>(oa, _mm512_sub_ps(_mm512_mul_ps(a, cj), _mm512_mul_ps(b, sj)), m);
-  st16<FULL>(ob, _mm512_add_ps(_mm512_mul_ps(b, cj), _mm512_mul_ps(a, sj)), m);
+  st16<FULL, NT>(oa, _mm512_sub_ps(_mm512_mul_ps(a, cj), _mm512_mul_ps(b, sj)), m);
+  st16<FULL, NT>(ob, _mm512_add_ps(_mm512_mul_ps(b, cj), _mm512_mul_ps(a, sj)), m);
 }
 
-template <typename R, bool CONJ, int NR>  // NR > 0: the pair count known at compile time (loops unrolled)
+template <typename R, bool CONJ, bool NT, int NR>  // NR > 0: the pair count known at compile time (loops unrolled)
 inline void rot_half_v(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s, int64_t n_rt) {
   const int64_t n = NR > 0 ? NR : n_rt;
   int64_t j = 0;
-  for (; j + 16 <= n; j += 16) half_step<true, CONJ>(xa + j, xb + j, oa + j, ob + j, c + j, s + j, 0xFFFF);
-  if (j < n) half_step<false, CONJ>(xa + j, xb + j, oa + j, ob + j, c + j, s + j, low_mask(n - j));
+  for (; j + 16 <= n; j += 16) half_step<true, CONJ, NT>(xa + j, xb + j, oa + j, ob + j, c + j, s + j, 0xFFFF);
+  if (j < n) half_step<false, CONJ, NT>(xa + j, xb + j, oa + j, ob + j, c + j, s + j, low_mask(n - j));
 }
 
 // Interleaved pairs in register: out = x * [c0 c0 c1 c1 ..] + swap_pairs(x) * [-s0 s0 -s1 s1 ..].
-template <bool FULL, bool CONJ, typename R>
+template <bool FULL, bool CONJ, bool NT, typename R>
 inline void inter_step(const R* x, R* o, const float* c, const float* s, __mmask16 m, __mmask16 mp) {
   const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
   const __m512 sign = CONJ ? _mm512_set_ps(-1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1)
@@ -97,15 +108,17 @@ inline void inter_step(const R* x, R* o, const float* c, const float* s, __mmask
   const __m512 c16 = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(c8));
   const __m512 s16 = _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_castps256_ps512(s8)), sign);
   const __m512 swapped = _mm512_permute_ps(v, 0xB1);  // (x1, x0, x3, x2, ...)
-  st16<FULL>(o, _mm512_add_ps(_mm512_mul_ps(v, c16), _mm512_mul_ps(swapped, s16)), m);
+  st16<FULL, NT>(o, _mm512_add_ps(_mm512_mul_ps(v, c16), _mm512_mul_ps(swapped, s16)), m);
 }
 
-template <typename R, bool CONJ, int NR>
+template <typename R, bool CONJ, bool NT, int NR>
 inline void rot_inter_v(const R* x, R* o, const float* c, const float* s, int64_t n_rt) {
   const int64_t n = NR > 0 ? NR : n_rt;
   int64_t j = 0;  // pair index; 8 pairs = 16 features per step
-  for (; j + 8 <= n; j += 8) inter_step<true, CONJ>(x + 2 * j, o + 2 * j, c + j, s + j, 0xFFFF, 0xFF);
-  if (j < n) inter_step<false, CONJ>(x + 2 * j, o + 2 * j, c + j, s + j, low_mask(2 * (n - j)), low_mask(n - j));
+  for (; j + 8 <= n; j += 8) inter_step<true, CONJ, NT>(x + 2 * j, o + 2 * j, c + j, s + j, 0xFFFF, 0xFF);
+  if (j < n) {
+    inter_step<false, CONJ, NT>(x + 2 * j, o + 2 * j, c + j, s + j, low_mask(2 * (n - j)), low_mask(n - j));
+  }
 }
 #endif
 
@@ -203,8 +216,9 @@ inline void rot_inter_v(const R* x, R* o, const float* c, const float* s, int64_
 #if defined(ROPEKIT_AVX512) || defined(ROPEKIT_AVX2)
 #define ROPEKIT_SIMD 1
 #endif
-#ifdef ROPEKIT_AVX2
-constexpr bool kCanStream = true;  // the AVX2 rows implement non-temporal stores (NT)
+#ifdef ROPEKIT_SIMD
+#define ROPEKIT_STREAM 1
+constexpr bool kCanStream = true;  // the AVX2 and AVX-512 rows implement non-temporal stores (NT)
 #else
 constexpr bool kCanStream = false;
 #endif
@@ -250,13 +264,8 @@ inline void rotate_row(const typename S::raw* x, typename S::raw* o, const typen
   using R = typename S::raw;
 #ifdef ROPEKIT_SIMD
   if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {
-#ifdef ROPEKIT_AVX512
-    if (INTERLEAVED) rot_inter_v<R, CONJ, NR>(x, o, c, s, r);
-    else rot_half_v<R, CONJ, NR>(x, x + r, o, o + r, c, s, r);
-#else
     if (INTERLEAVED) rot_inter_v<R, CONJ, NT, NR>(x, o, c, s, r);
     else rot_half_v<R, CONJ, NT, NR>(x, x + r, o, o + r, c, s, r);
-#endif
     if (static_cast<const void*>(x) != static_cast<void*>(o) && d > 2 * r) {
       std::memcpy(o + 2 * r, x + 2 * r, (d - 2 * r) * sizeof(R));  // pass-through features (partial rotary)
     }
@@ -358,7 +367,7 @@ void run(const Side* sides, int n_sides, const at::Tensor& cos, const at::Tensor
         if (t == sd.T) { t = 0; if (++h == sd.H) { h = 0; ++b; } }
       }
     }
-#ifdef ROPEKIT_AVX2
+#ifdef ROPEKIT_STREAM
     if (NT) _mm_sfence();  // streaming stores are weakly ordered: drain them before the chunk counts as done
 #endif
   });
@@ -615,7 +624,7 @@ void run_angles(const Side* sides, int n_sides, const at::Tensor& positions, con
         }
       }
     }
-#ifdef ROPEKIT_AVX2
+#ifdef ROPEKIT_STREAM
     if (NT) _mm_sfence();
 #endif
   });
