@@ -244,3 +244,16 @@ def test_reader_refuses_scaled_sliding_layers() -> None:
     }
     with pytest.raises(ValueError, match="local_rope_theta"):
         from_hf_layers(cfg)
+
+
+@pytest.mark.parametrize("family", ["llama4", "gemma3"])
+def test_parity_layer_table_agrees(family: str) -> None:
+    import re
+
+    from ropekit.hf.parity_table import layer_rows
+
+    rows = layer_rows(family)
+    assert len(rows) == 6
+    for i, theirs, ours, _, diff in rows:
+        assert diff < 1e-5, f"layer {i}: {diff}"
+        assert re.sub(r", chunk \d+", "", theirs) == ours, f"layer {i}"  # chunked attention: in not_in_layers
