@@ -257,3 +257,25 @@ def test_parity_layer_table_agrees(family: str) -> None:
     for i, theirs, ours, _, diff in rows:
         assert diff < 1e-5, f"layer {i}: {diff}"
         assert re.sub(r", chunk \d+", "", theirs) == ours, f"layer {i}"  # chunked attention: in not_in_layers
+
+
+def test_reader_needs_the_window_of_sliding_layers() -> None:
+    cfg = {
+        "model_type": "gemma3_text",
+        "num_hidden_layers": 2,
+        "head_dim": 16,
+        "layer_types": ["sliding_attention"] * 2,
+    }
+    with pytest.raises(ValueError, match="no 'sliding_window'"):
+        from_hf_layers(cfg)
+
+
+@torch.no_grad()
+def test_smollm3_nope_layers_read_like_transformers() -> None:
+    pytest.importorskip("transformers.models.smollm3.modeling_smollm3")
+    from ropekit.hf.families import tiny_model
+
+    hf, _ = tiny_model("smollm3", "default", layers=2)
+    read = from_hf_layers(hf.config)
+    assert [p["rope"] for p in read["per_layer"]] == [bool(layer.self_attn.use_rope) for layer in hf.model.layers]
+    assert read["layers"] == {"use_rope": [1, 0]}  # no temperature: that is Llama 4's alone

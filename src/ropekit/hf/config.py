@@ -391,6 +391,10 @@ def from_hf_layers(config: Any) -> dict[str, Any]:
         if use_rope[i] and key not in rotary:
             rotary[key] = from_hf_config(config, layer_type=key)
         sliding = layer_type == "sliding_attention"
+        if sliding and not _present(window):
+            raise ValueError(
+                f"layer {i} is a sliding_attention layer but the config has no 'sliding_window' (its width in tokens)"
+            )
         chunked = layer_type == "chunked_attention" or (types is None and use_rope[i] and model_type == "llama4_text")
         per_layer.append(
             {
