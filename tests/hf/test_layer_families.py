@@ -7,13 +7,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("transformers")
-llama4 = pytest.importorskip("transformers.models.llama4.modeling_llama4")
-gemma3 = pytest.importorskip("transformers.models.gemma3.modeling_gemma3")
+from ropekit.hf.config import from_hf_config, from_hf_layers
+from ropekit.hf.families import HEAD_DIM, tiny_layered_model
+from ropekit.models import DecoderLM, ModelConfig
 
-from ropekit.hf.config import from_hf_config, from_hf_layers  # noqa: E402
-from ropekit.hf.families import HEAD_DIM, tiny_layered_model  # noqa: E402
-from ropekit.models import DecoderLM, ModelConfig  # noqa: E402
+pytest.importorskip("transformers")
+# the modeling modules are imported inside the tests, not at collection: they import triton, which must not be
+# imported before tests/kernels/conftest.py sets TRITON_INTERPRET (its knobs are read once)
+
+
+@pytest.fixture
+def llama4():
+    return pytest.importorskip("transformers.models.llama4.modeling_llama4")
+
+
+@pytest.fixture
+def gemma3():
+    return pytest.importorskip("transformers.models.gemma3.modeling_gemma3")
+
 
 B, T, H = 2, 24, 4
 
@@ -47,7 +58,7 @@ def _ropekit_rotate(lm: DecoderLM, i: int, q: torch.Tensor, k: torch.Tensor, pos
 
 
 @torch.no_grad()
-def test_llama4_layers_rotate_like_transformers() -> None:
+def test_llama4_layers_rotate_like_transformers(llama4) -> None:
     hf = tiny_layered_model("llama4")
     lm = _ropekit_lm(hf)
     q, k, positions = _qk()
@@ -62,7 +73,7 @@ def test_llama4_layers_rotate_like_transformers() -> None:
         torch.testing.assert_close(got[1], want[1], atol=2e-5, rtol=1e-5)
 
 
-def test_llama4_pairs_are_interleaved() -> None:
+def test_llama4_pairs_are_interleaved(llama4) -> None:
     hf = tiny_layered_model("llama4")
     assert from_hf_config(hf.config)["interleaved"] is True  # complex pairs (x[2j], x[2j+1])
     half = ModelConfig(
@@ -81,7 +92,7 @@ def test_llama4_pairs_are_interleaved() -> None:
 
 
 def _capture_queries(
-    hf: torch.nn.Module, ids: torch.Tensor, cache=None
+    llama4, hf: torch.nn.Module, ids: torch.Tensor, cache=None
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Per layer: (the query transformers attends with ``[B, H, T, D]``, ``q_proj`` of the layer input in the
     same layout), from one forward of transformers' own Llama 4 attention modules."""
@@ -114,15 +125,15 @@ def _capture_queries(
 
 
 @torch.no_grad()
-def test_llama4_nope_query_temperature_matches_transformers() -> None:
+def test_llama4_nope_query_temperature_matches_transformers(llama4) -> None:
     from transformers import DynamicCache
 
     hf = tiny_layered_model("llama4")
     lm = _ropekit_lm(hf)
     ids = torch.randint(3, 128, (B, T), generator=torch.Generator().manual_seed(1))
     cache = DynamicCache(config=hf.config)
-    prefill = _capture_queries(hf, ids[:, :20], cache)
-    step = _capture_queries(hf, ids[:, 20:21], prefill[-1])
+    prefill = _capture_queries(llama4, hf, ids[:, :20], cache)
+    step = _capture_queries(llama4, hf, ids[:, 20:21], prefill[-1])
     seen_nope = 0
     for i, layer in enumerate(hf.model.layers):
         attn = lm.decoder.blocks[i].attn
@@ -141,7 +152,7 @@ def test_llama4_nope_query_temperature_matches_transformers() -> None:
 
 
 @torch.no_grad()
-def test_llama4_temperature_off_reads_as_none() -> None:
+def test_llama4_temperature_off_reads_as_none(llama4) -> None:
     hf = tiny_layered_model("llama4", attn_temperature_tuning=False)
     read = from_hf_layers(hf.config)
     assert all(p["temperature"] is None for p in read["per_layer"])
@@ -150,7 +161,7 @@ def test_llama4_temperature_off_reads_as_none() -> None:
 
 
 @torch.no_grad()
-def test_gemma3_layers_rotate_like_transformers() -> None:
+def test_gemma3_layers_rotate_like_transformers(gemma3) -> None:
     hf = tiny_layered_model("gemma3")
     lm = _ropekit_lm(hf)
     q, k, positions = _qk(2)
@@ -169,7 +180,7 @@ def test_gemma3_layers_rotate_like_transformers() -> None:
     assert bases == {("sliding_attention", 10_000.0), ("full_attention", 1_000_000.0)}
 
 
-def test_gemma3_sliding_window_mask_matches_transformers() -> None:
+def test_gemma3_sliding_window_mask_matches_transformers(gemma3) -> None:
     from transformers.masking_utils import causal_mask_function, sliding_window_overlay
 
     hf = tiny_layered_model("gemma3")
@@ -181,7 +192,7 @@ def test_gemma3_sliding_window_mask_matches_transformers() -> None:
     assert torch.equal(attn._visible(T, T, 0, None, torch.device("cpu"))[0, 0], want)
 
 
-def test_reader_from_dicts_and_v4_shapes() -> None:
+def test_reader_from_dicts_and_v4_shapes(gemma3) -> None:
     hf = tiny_layered_model("gemma3")
     as_object, as_dict = from_hf_layers(hf.config), from_hf_layers(hf.config.to_dict())
     assert as_object["layers"] == as_dict["layers"] and as_object["pe"] == as_dict["pe"]
@@ -247,7 +258,8 @@ def test_reader_refuses_scaled_sliding_layers() -> None:
 
 
 @pytest.mark.parametrize("family", ["llama4", "gemma3"])
-def test_parity_layer_table_agrees(family: str) -> None:
+def test_parity_layer_table_agrees(family: str, request: pytest.FixtureRequest) -> None:
+    request.getfixturevalue(family)  # skip when transformers lacks the model
     import re
 
     from ropekit.hf.parity_table import layer_rows
