@@ -231,6 +231,8 @@ def test_reader_llama4_defaults_and_plain_models() -> None:
         ({"no_rope_layers": [1, 0]}, "one 0/1 flag per layer"),
         ({"no_rope_layers": [1, 2, 1, 1]}, "one 0/1 flag per layer"),
         ({"attn_temperature_tuning": "yes"}, "true or false"),
+        ({"floor_scale": "8192"}, "finite number"),
+        ({"floor_scale": 0}, "must be > 0"),
         ({"num_hidden_layers": 0}, "positive integer"),
         ({"layer_types": ["full_attention"]}, "one layer type name per layer"),
     ],

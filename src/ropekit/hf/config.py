@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Mapping
 from os import PathLike
 from typing import Any
@@ -367,19 +368,23 @@ def from_hf_layers(config: Any) -> dict[str, Any]:
     n_layers = _int_value("num_hidden_layers", n_layers)
     use_rope = _use_rope_flags(get, model_type, n_layers)
     types = _layer_types_of(get, model_type, n_layers)
-    per_type_rope = _present(get("rope_local_base_freq")) or any(
-        isinstance(v, Mapping)
-        for v in (get("rope_parameters") if isinstance(get("rope_parameters"), Mapping) else {}).values()
-    )
+    params = get("rope_parameters")
+    nested = isinstance(params, Mapping) and any(isinstance(v, Mapping) for v in params.values())
+    per_type_rope = nested or _present(get("rope_local_base_freq"))  # Gemma 3: one RoPE per layer type
     tuning = get("attn_temperature_tuning")
     tuning = _bool_value("attn_temperature_tuning", tuning) if _present(tuning) else model_type in _TEMPERATURE_TYPES
     temperature = None
     if tuning and not all(use_rope):
-        floor_scale, attn_scale = get("floor_scale"), get("attn_scale")
-        temperature = (
-            float(floor_scale) if _present(floor_scale) else 8192.0,
-            float(attn_scale) if _present(attn_scale) else 0.1,
-        )
+        values = []
+        for name, default in (("floor_scale", 8192.0), ("attn_scale", 0.1)):  # Llama4TextConfig's defaults
+            value = get(name)
+            value = default if not _present(value) else value
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"config {name!r} must be a finite number (Llama 4 query temperature), got {value!r}")
+            values.append(float(value))
+        if values[0] <= 0:
+            raise ValueError(f"config 'floor_scale' must be > 0 (tokens per temperature step), got {values[0]}")
+        temperature = (values[0], values[1])
     window, chunk = get("sliding_window"), get("attention_chunk_size")
     if model_type == "llama4_text" and chunk is _MISSING:
         chunk = 8192  # Llama4TextConfig's default
