@@ -30,7 +30,7 @@ from torch import nn
 
 from ropekit.angles import check_positions, position_angles
 
-__all__ = ["PolarEmbedding", "apply_pope", "pope_frequencies"]
+__all__ = ["PolarEmbedding", "apply_pope", "pope_features", "pope_frequencies"]
 
 
 def pope_frequencies(head_dim: int, base: float = 10_000.0) -> torch.Tensor:
@@ -71,9 +71,32 @@ def apply_pope(
         raise ValueError(f"q, k and inv_freq must share D={D}: k {tuple(k.shape)}, inv_freq {tuple(inv_freq.shape)}")
     check_positions(positions, name="positions", dims=(1, 2))
     k_positions = positions if k_positions is None else check_positions(k_positions, name="k_positions", dims=(1, 2))
+    phase_q = position_angles(inv_freq, positions)  # [T, D] or [B, T, D] float32
+    phase_k = position_angles(inv_freq, k_positions)
+    return pope_features(q, k, phase_q, phase_k, phase_bias)
+
+
+def pope_features(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    phase_q: torch.Tensor,
+    phase_k: torch.Tensor,
+    phase_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PoPE's polar features from the phases: ``q: [B, H, T, D]``, ``k: [B, Hk, Tk, D]``, ``phase_q: [T, D]`` or
+    ``[B, T, D]``, ``phase_k: [Tk, D]`` or ``[B, Tk, D]`` -> ``[B, H, T, 2D]``, ``[B, Hk, Tk, 2D]``.
+
+    The one home of the magnitude (``softplus``), the clamped phase offset and the real/imaginary interleave,
+    shared by :func:`apply_pope` (phases ``t * theta_c``) and :func:`ropekit.nd.apply_pope_nd` (phases
+    ``sum_a p_a theta_ac``). ``phase_bias: [H, D]`` is clamped to ``[-2 pi, 0]`` and subtracted from the query's
+    phase. float64 inputs give float64 features, anything else float32.
+    """
+    D = q.shape[-1]
+    for name, phase in (("phase_q", phase_q), ("phase_k", phase_k)):
+        if phase.dim() not in (2, 3) or phase.shape[-1] != D:
+            raise ValueError(f"{name} must be [T, {D}] or [B, T, {D}], got {tuple(phase.shape)}")
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    phase_q = position_angles(inv_freq, positions).to(dtype)  # [T, D] or [B, T, D]
-    phase_k = position_angles(inv_freq, k_positions).to(dtype)
+    phase_q, phase_k = phase_q.to(dtype), phase_k.to(dtype)
     if phase_q.dim() == 3:
         phase_q = phase_q.unsqueeze(1)  # [B, 1, T, D]
     if phase_k.dim() == 3:

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Mapping
 from os import PathLike
 from typing import Any
 
 from ropekit.scaling import ROPE_TYPE_ALIASES, ROPE_TYPES, accepts_key, parse_rope_parameters
 
-__all__ = ["from_hf_config", "load_config_file"]
+__all__ = ["from_hf_config", "from_hf_layers", "load_config_file"]
 
 _MISSING = object()
 
@@ -56,6 +57,7 @@ _KNOWN_TOP_LEVEL = (
 _VENDOR_TYPES = ("deepseek_yarn", "su")  # rope_type names of vendor configs (see ROPE_TYPE_ALIASES)
 _PHI3_TYPES = ("phi3", "phimoe")  # transformers' Phi3Config maps "yarn" to "longrope" too
 _INTERLEAVED_TYPES = ("gptj", "codegen")
+_COMPLEX_PAIR_TYPES = ("llama4_text", "llama4")  # Llama 4 rotates (x[2j], x[2j+1]) as complex numbers
 _UNSUPPORTED_SWITCHES = {
     "use_dynamic_ntk": "Qwen-1's remote-code dynamic NTK (per-chunk base); ropekit has no equivalent",
     "use_logn_attn": "Qwen-1's log-n attention scaling of queries; ropekit has no equivalent",
@@ -266,7 +268,7 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
     interleave = get("rope_interleave")
     if _present(interleave):
         interleave = _bool_value("rope_interleave", interleave)
-    elif model_type in _INTERLEAVED_TYPES:
+    elif model_type in _INTERLEAVED_TYPES or model_type in _COMPLEX_PAIR_TYPES:
         interleave = True
     spec = parse_rope_parameters(params)  # raise now, naming the key, rather than at first forward
     return {
@@ -275,3 +277,189 @@ def from_hf_config(config: Any, *, layer_type: str | None = None) -> dict[str, A
         "interleaved": interleave if _present(interleave) else False,
         "max_position_embeddings": max_pos,
     }
+
+
+# Per-layer schemes (Llama 4 iRoPE, SmolLM3 NoPE layers, Gemma 3 local/global layers). Defaults follow
+# transformers' Llama4TextConfig, SmolLM3Config and Gemma3TextConfig (transformers 5.x configuration_*.py).
+_NOPE_DEFAULT_INTERVAL = {"llama4_text": 4, "smollm3": 4}
+_TEMPERATURE_TYPES = ("llama4_text",)  # attn_temperature_tuning (default True) acts on the NoPE layers
+_SLIDING_DEFAULT_PATTERN = {"gemma3_text": 6}
+_TEXT_OF = {"llama4": "llama4_text", "gemma3": "gemma3_text"}
+
+
+def _text_config(config: Any) -> Any:
+    """The text part of a multimodal config (``text_config`` of ``llama4`` / ``gemma3``), else the config."""
+    get = _getter(config)
+    if get("model_type") in _TEXT_OF and _present(get("text_config")):
+        text = get("text_config")
+        if isinstance(text, Mapping) and "model_type" not in text:
+            text = {**text, "model_type": _TEXT_OF[get("model_type")]}
+        return text
+    return config
+
+
+def _use_rope_flags(get, model_type: Any, n_layers: int) -> list[bool]:
+    """Per layer, does it rotate? ``no_rope_layers`` holds one flag per layer, 1 = RoPE (the name is
+    transformers'); without it, every ``no_rope_layer_interval``-th layer is NoPE (Llama 4, SmolLM3)."""
+    flags = get("no_rope_layers")
+    if _present(flags) and flags:
+        if not isinstance(flags, (list, tuple)) or len(flags) != n_layers or any(f not in (0, 1) for f in flags):
+            raise ValueError(
+                f"config 'no_rope_layers' must list one 0/1 flag per layer ({n_layers}; 1 = the layer uses RoPE), "
+                f"got {flags!r}"
+            )
+        return [bool(f) for f in flags]
+    interval = get("no_rope_layer_interval")
+    if not _present(interval):
+        interval = _NOPE_DEFAULT_INTERVAL.get(model_type)
+    if interval is None:
+        return [True] * n_layers
+    interval = _int_value("no_rope_layer_interval", interval)
+    return [(i + 1) % interval != 0 for i in range(n_layers)]
+
+
+def _layer_types_of(get, model_type: Any, n_layers: int) -> list[str] | None:
+    """``layer_types`` (one ``"sliding_attention"``/``"full_attention"``/... per layer), or Gemma 3's
+    ``sliding_window_pattern`` (layer i is sliding iff ``(i + 1) % pattern != 0``), or ``None``."""
+    types = get("layer_types")
+    if _present(types):
+        if not isinstance(types, (list, tuple)) or len(types) != n_layers or not all(isinstance(t, str) for t in types):
+            raise ValueError(
+                f"config 'layer_types' must list one layer type name per layer ({n_layers}), got {types!r}"
+            )
+        return list(types)
+    pattern = get("sliding_window_pattern")
+    if not _present(pattern):
+        pattern = _SLIDING_DEFAULT_PATTERN.get(model_type)
+    if pattern is None:
+        return None
+    pattern = _int_value("sliding_window_pattern", pattern)
+    return ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n_layers)]
+
+
+def from_hf_layers(config: Any) -> dict[str, Any]:
+    """What each layer of a Hugging Face text model uses for positions, and the same as ropekit model arguments.
+
+    Reads Llama 4 (iRoPE: ``no_rope_layers`` / ``no_rope_layer_interval``, ``attn_temperature_tuning`` with
+    ``floor_scale`` and ``attn_scale``, ``attention_chunk_size`` on the RoPE layers), SmolLM3 (``no_rope_layers``)
+    and Gemma 3 (``layer_types`` or ``sliding_window_pattern``, ``sliding_window``, the sliding layers' own base:
+    ``rope_parameters["sliding_attention"]`` or v4 ``rope_local_base_freq``); a multimodal ``llama4``/``gemma3``
+    config is read through its ``text_config``. Any other config gives every layer the same rotation.
+
+    Returns ``{"per_layer", "pe", "layers", "not_in_layers"}``:
+
+    * ``per_layer``: one dict per layer, ``{"layer_type", "rope", "rotary", "sliding_window",
+      "attention_chunk_size", "temperature"}``; ``rotary`` is :func:`from_hf_config` for that layer type
+      (``RotaryEmbedding(**rotary)`` rotates like the layer) or ``None`` on a NoPE layer; ``temperature`` is
+      ``(floor_scale, attn_scale)`` on Llama 4's NoPE layers when tuning is on, else ``None``;
+    * ``pe`` and ``layers``: the ``pe`` and ``layers`` arguments of :class:`ropekit.models.ModelConfig`
+      (``layers`` is ``None`` when every layer is alike), for a small ropekit model with the same scheme;
+    * ``not_in_layers``: what the ropekit models do not reproduce (Llama 4's chunked attention), as sentences.
+
+    Raises ``ValueError`` for malformed per-layer keys and for a scheme the ropekit models cannot hold (sliding
+    layers with a scaled RoPE or another rotary width than the full layers).
+    """
+    config = _text_config(config)
+    get = _getter(config)
+    model_type = get("model_type")
+    n_layers = get("num_hidden_layers")
+    if not _present(n_layers):
+        raise ValueError("config needs 'num_hidden_layers' to say what each layer uses")
+    n_layers = _int_value("num_hidden_layers", n_layers)
+    use_rope = _use_rope_flags(get, model_type, n_layers)
+    types = _layer_types_of(get, model_type, n_layers)
+    params = get("rope_parameters")
+    nested = isinstance(params, Mapping) and any(isinstance(v, Mapping) for v in params.values())
+    per_type_rope = nested or _present(get("rope_local_base_freq"))  # Gemma 3: one RoPE per layer type
+    tuning = get("attn_temperature_tuning")
+    tuning = _bool_value("attn_temperature_tuning", tuning) if _present(tuning) else model_type in _TEMPERATURE_TYPES
+    temperature = None
+    if tuning and not all(use_rope):
+        values = []
+        for name, default in (("floor_scale", 8192.0), ("attn_scale", 0.1)):  # Llama4TextConfig's defaults
+            value = get(name)
+            value = default if not _present(value) else value
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"config {name!r} must be a finite number (Llama 4 query temperature), got {value!r}")
+            values.append(float(value))
+        if values[0] <= 0:
+            raise ValueError(f"config 'floor_scale' must be > 0 (tokens per temperature step), got {values[0]}")
+        temperature = (values[0], values[1])
+    window, chunk = get("sliding_window"), get("attention_chunk_size")
+    if model_type == "llama4_text" and chunk is _MISSING:
+        chunk = 8192  # Llama4TextConfig's default
+    rotary: dict[str | None, dict[str, Any]] = {}
+    per_layer = []
+    for i in range(n_layers):
+        layer_type = types[i] if types is not None else None
+        key = layer_type if per_type_rope else None
+        if use_rope[i] and key not in rotary:
+            rotary[key] = from_hf_config(config, layer_type=key)
+        sliding = layer_type == "sliding_attention"
+        if sliding and not _present(window):
+            raise ValueError(
+                f"layer {i} is a sliding_attention layer but the config has no 'sliding_window' (its width in tokens)"
+            )
+        chunked = layer_type == "chunked_attention" or (types is None and use_rope[i] and model_type == "llama4_text")
+        per_layer.append(
+            {
+                "layer_type": layer_type,
+                "rope": use_rope[i],
+                "rotary": rotary[key] if use_rope[i] else None,
+                "sliding_window": _int_value("sliding_window", window) if sliding else None,
+                "attention_chunk_size": _int_value("attention_chunk_size", chunk)
+                if chunked and _present(chunk)
+                else None,
+                "temperature": None if use_rope[i] else temperature,
+            }
+        )
+    pe, layers = _ropekit_model_args(per_layer, rotary, use_rope, temperature)
+    chunked_layers = [i for i, p in enumerate(per_layer) if p["attention_chunk_size"] is not None]
+    not_in = []
+    if chunked_layers:
+        size = per_layer[chunked_layers[0]]["attention_chunk_size"]
+        not_in.append(
+            f"layers {chunked_layers} use chunked attention (chunks of {size} tokens); ropekit's models attend to "
+            "the whole causal prefix there"
+        )
+    return {"per_layer": per_layer, "pe": pe, "layers": layers, "not_in_layers": not_in}
+
+
+def _ropekit_model_args(
+    per_layer: list[dict[str, Any]],
+    rotary: dict[str | None, dict[str, Any]],
+    use_rope: list[bool],
+    temperature: tuple[float, float] | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(pe, layers)`` for ``ropekit.models.ModelConfig`` (see :func:`from_hf_layers`)."""
+    full = rotary.get("full_attention", rotary.get(None))
+    local = rotary.get("sliding_attention")
+    main = full or local
+    if main is None:
+        return None, {"use_rope": [0] * len(use_rope)}  # no layer rotates
+    pe = {
+        "kind": "rope",
+        "rope_parameters": main["rope_parameters"],
+        "interleaved": main["interleaved"],
+        "max_position_embeddings": main["max_position_embeddings"],
+    }
+    layers: dict[str, Any] = {}
+    if not all(use_rope):
+        layers["use_rope"] = [int(u) for u in use_rope]
+    if temperature is not None:
+        layers.update(attn_temperature_tuning=True, floor_scale=temperature[0], attn_scale=temperature[1])
+    windows = [p["sliding_window"] for p in per_layer]
+    if any(w is not None for w in windows):
+        layers["layer_types"] = ["sliding_attention" if w is not None else "full_attention" for w in windows]
+        layers["sliding_window"] = next(w for w in windows if w is not None)
+        if local is not None and full is not None:
+            params = local["rope_parameters"]
+            if params.get("rope_type", "default") != "default" or params.get("partial_rotary_factor", 1.0) != main[
+                "rope_parameters"
+            ].get("partial_rotary_factor", 1.0):
+                raise ValueError(
+                    f"the sliding layers' rope parameters {params} are not plain RoPE of the full layers' rotary "
+                    "width; ropekit's models give local layers only their own base (local_rope_theta)"
+                )
+            layers["local_rope_theta"] = float(params["rope_theta"])
+    return pe, layers or None

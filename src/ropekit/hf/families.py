@@ -14,7 +14,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["FAMILIES", "HEAD_DIM", "MAX_POS", "ORIGINAL", "ROPE_CASES", "UnsupportedCase", "rope_case", "tiny_model"]
+__all__ = [
+    "FAMILIES",
+    "HEAD_DIM",
+    "LAYER_FAMILIES",
+    "MAX_POS",
+    "ORIGINAL",
+    "ROPE_CASES",
+    "UnsupportedCase",
+    "rope_case",
+    "tiny_layered_model",
+    "tiny_model",
+]
 
 HEAD_DIM = 16
 MAX_POS = 32
@@ -169,3 +180,75 @@ def tiny_model(
     except Exception as e:  # transformers raises its own validation error types
         raise UnsupportedCase(f"transformers rejects rope case {case!r} for {family}: {str(e).strip()[:200]}") from e
     return model, override
+
+
+# per-layer schemes: family -> (transformers model_type, config keys of a tiny 6-layer text model)
+LAYER_FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
+    # Llama 4 iRoPE: every 3rd layer NoPE (layers 2, 5), query temperature there (floor_scale 4: visible in
+    # 24 tokens), chunked attention on the RoPE layers, llama3 scaling as published for Scout
+    "llama4": (
+        "llama4_text",
+        dict(
+            no_rope_layer_interval=3,
+            attn_temperature_tuning=True,
+            floor_scale=4,
+            attn_scale=0.25,
+            attention_chunk_size=16,
+            num_local_experts=2,
+            num_experts_per_tok=1,
+            intermediate_size_mlp=128,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 500_000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": ORIGINAL,
+            },
+        ),
+    ),
+    # Gemma 3: 5 sliding layers (base 10^4, window 8) per full one (base 10^6, linear x8 as in Gemma 3 4B+)
+    "gemma3": (
+        "gemma3_text",
+        dict(
+            layer_types=["sliding_attention"] * 5 + ["full_attention"],
+            sliding_window=8,
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+            },
+        ),
+    ),
+}
+
+
+def tiny_layered_model(family: str, *, seed: int = 0, **overrides: Any) -> torch.nn.Module:
+    """A random 6-layer ``*ForCausalLM`` of a per-layer family (:data:`LAYER_FAMILIES`), float32, eager, eval.
+
+    ``overrides`` replace config keys (e.g. ``attn_temperature_tuning=False``). Raises ``ValueError`` for an
+    unknown family; transformers' own errors pass through.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if family not in LAYER_FAMILIES:
+        raise ValueError(f"unknown per-layer family {family!r}; expected one of {sorted(LAYER_FAMILIES)}")
+    model_type, keys = LAYER_FAMILIES[family]
+    kwargs: dict[str, Any] = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=HEAD_DIM,
+        vocab_size=128,
+        max_position_embeddings=MAX_POS,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    kwargs.update(keys)
+    kwargs.update(overrides)
+    config = AutoConfig.for_model(model_type, **kwargs)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).float().eval()

@@ -1,4 +1,5 @@
-"""N-dimensional and multimodal RoPE: axial, RoPE-Mixed, M-RoPE (Qwen2-VL / Qwen3-VL), commuting Lie (STRING), LieRE.
+"""N-dimensional and multimodal RoPE: axial, RoPE-Mixed, M-RoPE (Qwen2-VL / Qwen3-VL), commuting Lie (STRING), LieRE,
+N-D PoPE (:mod:`ropekit.nd.pope`).
 
 Tiers as in the 1-D core: :mod:`ropekit.nd.reference` (the math: ``exp(sum_k p_k G_k)``, Cayley, the toral
 fast form), :mod:`ropekit.nd.functional` and :mod:`ropekit.nd.mrope` (frequency builders, validated functions,
@@ -42,6 +43,7 @@ from ropekit.nd.multimodal import (
     videorope_pair_axes,
     videorope_position_ids,
 )
+from ropekit.nd.pope import AxialPolarEmbedding, apply_pope_nd, pope_nd_frequencies, split_features
 from ropekit.nd.reference import (
     apply_dense_lie,
     apply_token_matrices,
@@ -54,6 +56,7 @@ from ropekit.nd.reference import (
 __all__ = [
     "MROPE_LAYOUTS",
     "MULTIMODAL_LAYOUTS",
+    "AxialPolarEmbedding",
     "AxialRotaryEmbedding",
     "CommutingLieEmbedding",
     "LieREEmbedding",
@@ -61,6 +64,7 @@ __all__ = [
     "MixedRotaryEmbedding",
     "apply_dense_lie",
     "apply_liere",
+    "apply_pope_nd",
     "apply_rotary_nd",
     "apply_token_matrices",
     "apply_toral",
@@ -88,7 +92,9 @@ __all__ = [
     "nd_angles",
     "nd_cos_sin",
     "omni_position_ids",
+    "pope_nd_frequencies",
     "relativity_defect",
+    "split_features",
     "split_mrope_parameters",
     "videorope_pair_axes",
     "videorope_position_ids",
