@@ -15,6 +15,8 @@
 #include <ATen/Parallel.h>
 #include <cstdint>
 #include <cstring>
+#include <cstdlib>
+#include <vector>
 #include <cmath>
 #include <type_traits>
 #include <algorithm>
@@ -597,6 +599,15 @@ inline void cos_sin_row(int64_t p, const double* cst, int64_t r, float scale, fl
   }
 }
 
+constexpr int64_t kAngleTile = 64;  // tokens per tile of the table-free walk over [B, H, T, D] storage
+inline bool angle_tiles_enabled() {  // ROPEKIT_CPU_ANGLE_TILE=0: the token-by-token walk (read once per process)
+  static const bool on = [] {
+    const char* e = std::getenv("ROPEKIT_CPU_ANGLE_TILE");
+    return e == nullptr || e[0] != '0';
+  }();
+  return on;
+}
+
 // The cos/sin of token (b, t) are computed once into a stack buffer and used for every head of q and then of k of
 // that token: rows are walked (batch, token) outer, heads inner, in any storage order.
 template <typename S, bool INTERLEAVED, bool CONJ, int NR, bool NT>
@@ -608,6 +619,35 @@ void run_angles(const Side* sides, int n_sides, const at::Tensor& positions, con
   const double* cp = cst.data_ptr<double>();
   int64_t heads = 0;
   for (int i = 0; i < n_sides; ++i) heads += sides[i].H;
+  if (!sides[0].heads_inner && angle_tiles_enabled()) {
+    // [B, H, T, D] storage: cos/sin of kAngleTile tokens into a buffer, then each head's rows of those tokens as
+    // one contiguous run (walking heads inside each token would open 2 x H output streams at once).
+    const int64_t nblk = (T + kAngleTile - 1) / kAngleTile;
+    at::parallel_for(0, B * nblk, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> cbuf(kAngleTile * r), sbuf(kAngleTile * r);
+      for (int64_t u = begin; u < end; ++u) {
+        const int64_t b = u / nblk, t0 = (u % nblk) * kAngleTile, n = std::min(T - t0, kAngleTile);
+        for (int64_t i = 0; i < n; ++i) {
+          cos_sin_row(pp[b * pb + (t0 + i) * pt], cp, r, scale, cbuf.data() + i * r, sbuf.data() + i * r);
+        }
+        for (int side_i = 0; side_i < n_sides; ++side_i) {
+          const Side& sd = sides[side_i];
+          if (sd.B * sd.H * sd.T == 0) continue;
+          for (int64_t h = 0; h < sd.H; ++h) {
+            const R* x = static_cast<const R*>(sd.x) + b * sd.xb + h * sd.xh + t0 * sd.xt;
+            R* o = static_cast<R*>(sd.o) + b * sd.ob + h * sd.oh + t0 * sd.ot;
+            for (int64_t i = 0; i < n; ++i, x += sd.xt, o += sd.ot) {
+              rotate_row<S, INTERLEAVED, CONJ, NR, NT>(x, o, cbuf.data() + i * r, sbuf.data() + i * r, r, sd.D);
+            }
+          }
+        }
+      }
+#ifdef ROPEKIT_STREAM
+      if (NT) _mm_sfence();
+#endif
+    });
+    return;
+  }
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, sides[0].D * heads));
   at::parallel_for(0, B * T, grain, [&](int64_t begin, int64_t end) {
     alignas(32) float cbuf[kMaxPairs], sbuf[kMaxPairs];
