@@ -142,3 +142,19 @@ def test_bad_input_is_refused_with_the_fix() -> None:
         apply_rotary_qk_tablefree(q, k, inv, positions=torch.arange(5))
     with pytest.raises(ValueError, match="finite"):
         apply_rotary_qk_tablefree(q, k, inv * float("nan"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS[:2])
+def test_many_token_tiles_match_the_reference(backend: str) -> None:
+    """T = 150 spans several 64-token tiles of the C++ walk and a partial last one; [B, T] positions per row."""
+    inv, _ = rope_frequencies(None, head_dim=16)
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 3, 150, 16, generator=g), torch.randn(2, 1, 150, 16, generator=g)
+    positions = torch.randint(0, 10_000, (2, 150), generator=g)
+    with use_backend(backend):
+        got_q, got_k = apply_rotary_qk_tablefree(q, k, inv, positions=positions)
+    cos, sin = rope_cos_sin(inv, positions)
+    want_q, want_k = apply_rotary_qk(q, k, cos[:, None], sin[:, None])
+    assert got_k is not None
+    torch.testing.assert_close(got_q, want_q, rtol=2e-6, atol=2e-6)
+    torch.testing.assert_close(got_k, want_k, rtol=2e-6, atol=2e-6)
