@@ -93,3 +93,25 @@ def test_streaming_stores_match_the_reference(dtype: torch.dtype) -> None:
         assert torch.equal(q_in, ref_q) and torch.equal(k_in, ref_k)
         assert not module.rotary_qk(case.q, case.k, q_out, k_out, *args, -1), "-1 turns streaming off"
         assert not module.rotary_qk(case.q, case.k, q_out, k_out, *args, 1 << 40), "below the size threshold"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_head_groups_match_the_reference(dtype: torch.dtype) -> None:
+    """The grouped walk over ``[B, H, T, D]`` storage (four heads token by token, units of 1024 tokens): head
+    counts that leave a partial group, a key side of one head (walked alone), more than one unit of tokens, per-batch
+    tables and positions, both pairings, forward and conjugate, streaming and regular stores: equal to the reference."""
+    module = _module()
+    shapes = ((3, 1, 1), (5, 2, 7), (9, 6, 1030), (4, 1, 1025))  # (Hq, Hk, T)
+    for i, ((hq, hk, t), interleaved, conj, mode) in enumerate(
+        itertools.product(shapes, (False, True), (False, True), ("table", "batch_table", "pos2d"))
+    ):
+        case = make_case(dtype, mode, Hq=hq, Hk=hk, T=t, D=64, r=32, seed=i)
+        sin_full = -case.sin_full if conj else case.sin_full
+        ref_q, ref_k = (
+            apply_rotary_reference(x, case.cos_full, sin_full, interleaved=interleaved) for x in (case.q, case.k)
+        )
+        for stream in (0, -1):
+            q_out, k_out = torch.empty_like(case.q), torch.empty_like(case.k)
+            args = (case.cos, case.sin, case.positions, interleaved, conj, stream)
+            module.rotary_qk(case.q, case.k, q_out, k_out, *args)
+            assert torch.equal(q_out, ref_q) and torch.equal(k_out, ref_k), (hq, hk, t, interleaved, conj, mode)

@@ -22,7 +22,7 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["SOURCE", "STREAM_MIN_BYTES", "build_name", "load", "load_error"]
+__all__ = ["SOURCE", "STREAM_MIN_BYTES", "build_name", "load", "load_error", "load_variant"]
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rotary_cpu.cpp")  # shipped as package data
 
@@ -66,7 +66,7 @@ def _cpu_signature() -> str:
     return "".join(lines)
 
 
-def build_name() -> str:
+def build_name(extra_cflags: tuple[str, ...] = ()) -> str:
     """Extension name: ``ropekit_rotary_<hash of the source file's bytes, flags, cpu, torch build and location>``.
 
     torch's version and install folder are part of the name: the binary links against that torch (an upgrade
@@ -78,7 +78,7 @@ def build_name() -> str:
     torch_build = f"{torch.__version__} {os.path.dirname(torch.__file__)}"
     with open(SOURCE, "rb") as f:
         source = f.read()
-    key = "\n".join([*_CFLAGS, *_LDFLAGS, _cpu_signature(), torch_build]).encode()
+    key = "\n".join([*_CFLAGS, *extra_cflags, *_LDFLAGS, _cpu_signature(), torch_build]).encode()
     return "ropekit_rotary_" + hashlib.sha256(source + b"\n" + key).hexdigest()[:16]
 
 
@@ -114,6 +114,21 @@ def load(*, warn: bool = True) -> ModuleType | None:
         if module is None and warn:
             _warn_unavailable()
         return module
+
+
+def load_variant(extra_cflags: tuple[str, ...]) -> ModuleType:
+    """A second build of the kernel with extra compiler flags (raises if it cannot be built), not the one ropekit
+    dispatches to: e.g. ``("-mno-avx512f",)`` compiles the AVX2 rows on an AVX-512 machine, so the tests check the
+    rows another CPU kind would run (tests/kernels/test_kernel_other_rows.py)."""
+    from torch.utils.cpp_extension import load as load_extension
+
+    return load_extension(  # type: ignore[no-any-return]
+        name=build_name(extra_cflags),
+        sources=[SOURCE],
+        extra_cflags=[*_CFLAGS, *extra_cflags],
+        extra_ldflags=_LDFLAGS,
+        verbose=False,
+    )
 
 
 def _warn_unavailable() -> None:

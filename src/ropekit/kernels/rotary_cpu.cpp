@@ -7,7 +7,8 @@
 // tables `[L, r]` whose row `positions[b, t]` is used for token t of batch b.
 //
 // One pass over the rows of q and then k (`at::parallel_for` over `B*Hq*T + B*Hk*T` rows), in the order the rows
-// lie in memory: tokens inner for [B, H, T, D] storage, heads inner (one table row per run) for [B, T, H, D]. Each row is widened
+// lie in memory: heads inner (one table row per run) for [B, T, H, D] storage; for [B, H, T, D] storage with one
+// table row per token, groups of four heads walked token by token (head_group), else tokens inner. Each row is widened
 // to the compute type in registers (float for fp32/bf16/fp16, double for fp64), rotated, narrowed once on store
 // (bf16 rounds to nearest even like torch), so a row is read once and written once: the memory floor.
 // `conj` rotates by minus the angle (the backward). In place when the output pointers equal the inputs.
@@ -81,45 +82,103 @@ template <bool FULL, bool NT = false> inline void st16(uint16_t* p, __m512 v, __
 }
 inline __mmask16 low_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }  // n < 16
 
-template <bool FULL, bool CONJ, bool NT, typename R>
-inline void half_step(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s, __mmask16 m) {
-  const __m512 a = ld16<FULL>(xa, m), b = ld16<FULL>(xb, m), cj = ld16<FULL>(c, m);
-  __m512 sj = ld16<FULL>(s, m);
-  if (CONJ) sj = _mm512_sub_ps(_mm512_setzero_ps(), sj);
-  st16<FULL, NT>(oa, _mm512_sub_ps(_mm512_mul_ps(a, cj), _mm512_mul_ps(b, sj)), m);
-  st16<FULL, NT>(ob, _mm512_add_ps(_mm512_mul_ps(b, cj), _mm512_mul_ps(a, sj)), m);
-}
-
-template <typename R, bool CONJ, bool NT, int NR>  // NR > 0: the pair count known at compile time (loops unrolled)
-inline void rot_half_v(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s, int64_t n_rt) {
-  const int64_t n = NR > 0 ? NR : n_rt;
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) half_step<true, CONJ, NT>(xa + j, xb + j, oa + j, ob + j, c + j, s + j, 0xFFFF);
-  if (j < n) half_step<false, CONJ, NT>(xa + j, xb + j, oa + j, ob + j, c + j, s + j, low_mask(n - j));
+// A step's table vectors (cos, and sin negated for CONJ), loaded once and used for every row of a token.
+template <bool FULL, bool CONJ> struct HalfTable {
+  __m512 c, s;
+  inline void load(const float* cp, const float* sp, __mmask16 m) {
+    c = ld16<FULL>(cp, m);
+    s = ld16<FULL>(sp, m);
+    if (CONJ) s = _mm512_sub_ps(_mm512_setzero_ps(), s);
+  }
+};
+template <bool FULL, bool NT, typename R, typename Tab>
+inline void half_step(const R* xa, const R* xb, R* oa, R* ob, const Tab& t, __mmask16 m) {
+  const __m512 a = ld16<FULL>(xa, m), b = ld16<FULL>(xb, m);
+  st16<FULL, NT>(oa, _mm512_sub_ps(_mm512_mul_ps(a, t.c), _mm512_mul_ps(b, t.s)), m);
+  st16<FULL, NT>(ob, _mm512_add_ps(_mm512_mul_ps(b, t.c), _mm512_mul_ps(a, t.s)), m);
 }
 
 // Interleaved pairs in register: out = x * [c0 c0 c1 c1 ..] + swap_pairs(x) * [-s0 s0 -s1 s1 ..].
-template <bool FULL, bool CONJ, bool NT, typename R>
-inline void inter_step(const R* x, R* o, const float* c, const float* s, __mmask16 m, __mmask16 mp) {
-  const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-  const __m512 sign = CONJ ? _mm512_set_ps(-1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1)
-                           : _mm512_set_ps(1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1);
+template <bool FULL, bool CONJ> struct InterTable {
+  __m512 c, s;  // 8 pairs, each value twice; s with the pair signs
+  inline void load(const float* cp, const float* sp, __mmask16 mp) {
+    const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    const __m512 sign = CONJ ? _mm512_set_ps(-1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1)
+                             : _mm512_set_ps(1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1);
+    const __m256 c8 = FULL ? _mm256_loadu_ps(cp) : _mm256_maskz_loadu_ps(mp, cp);
+    const __m256 s8 = FULL ? _mm256_loadu_ps(sp) : _mm256_maskz_loadu_ps(mp, sp);
+    c = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(c8));
+    s = _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_castps256_ps512(s8)), sign);
+  }
+};
+template <bool FULL, bool NT, typename R, typename Tab>
+inline void inter_step(const R* x, R* o, const Tab& t, __mmask16 m) {
   const __m512 v = ld16<FULL>(x, m);
-  const __m256 c8 = FULL ? _mm256_loadu_ps(c) : _mm256_maskz_loadu_ps(mp, c);
-  const __m256 s8 = FULL ? _mm256_loadu_ps(s) : _mm256_maskz_loadu_ps(mp, s);
-  const __m512 c16 = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(c8));
-  const __m512 s16 = _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_castps256_ps512(s8)), sign);
   const __m512 swapped = _mm512_permute_ps(v, 0xB1);  // (x1, x0, x3, x2, ...)
-  st16<FULL, NT>(o, _mm512_add_ps(_mm512_mul_ps(v, c16), _mm512_mul_ps(swapped, s16)), m);
+  st16<FULL, NT>(o, _mm512_add_ps(_mm512_mul_ps(v, t.c), _mm512_mul_ps(swapped, t.s)), m);
 }
 
-template <typename R, bool CONJ, bool NT, int NR>
-inline void rot_inter_v(const R* x, R* o, const float* c, const float* s, int64_t n_rt) {
-  const int64_t n = NR > 0 ? NR : n_rt;
-  int64_t j = 0;  // pair index; 8 pairs = 16 features per step
-  for (; j + 8 <= n; j += 8) inter_step<true, CONJ, NT>(x + 2 * j, o + 2 * j, c + j, s + j, 0xFFFF, 0xFF);
-  if (j < n) {
-    inter_step<false, CONJ, NT>(x + 2 * j, o + 2 * j, c + j, s + j, low_mask(2 * (n - j)), low_mask(n - j));
+// G rows of one token (the G heads: row g at x + g * xh) against one table row. With the pair count known at
+// compile time (NR, a multiple of 16) the table vectors are loaded once for all G rows; each row is still written
+// start to end before the next (interleaving the rows' half-line bf16 stores was slower: 1.6-1.9x against 0.9-1.1x
+// the copy on the large shapes, where the stores stream).
+template <typename R, bool CONJ, bool NT, int NR, int G>
+inline void rot_half_v(const R* x, int64_t xh, R* o, int64_t oh, const float* c, const float* s, int64_t n_rt) {
+  if constexpr (NR > 0 && NR % 16 == 0) {
+    HalfTable<true, CONJ> tab[NR / 16];
+    for (int k = 0; k < NR / 16; ++k) tab[k].load(c + 16 * k, s + 16 * k, 0xFFFF);
+    for (int g = 0; g < G; ++g) {
+      const R* xg = x + g * xh;
+      R* og = o + g * oh;
+      for (int k = 0; k < NR / 16; ++k) {
+        half_step<true, NT>(xg + 16 * k, xg + NR + 16 * k, og + 16 * k, og + NR + 16 * k, tab[k], 0xFFFF);
+      }
+    }
+  } else {
+    const int64_t n = NR > 0 ? NR : n_rt;
+    for (int g = 0; g < G; ++g) {
+      const R* xg = x + g * xh;
+      R* og = o + g * oh;
+      int64_t j = 0;
+      HalfTable<true, CONJ> t;
+      for (; j + 16 <= n; j += 16) {
+        t.load(c + j, s + j, 0xFFFF);
+        half_step<true, NT>(xg + j, xg + n + j, og + j, og + n + j, t, 0xFFFF);
+      }
+      if (j < n) {
+        HalfTable<false, CONJ> tt;
+        tt.load(c + j, s + j, low_mask(n - j));
+        half_step<false, NT>(xg + j, xg + n + j, og + j, og + n + j, tt, low_mask(n - j));
+      }
+    }
+  }
+}
+
+template <typename R, bool CONJ, bool NT, int NR, int G>
+inline void rot_inter_v(const R* x, int64_t xh, R* o, int64_t oh, const float* c, const float* s, int64_t n_rt) {
+  if constexpr (NR > 0 && NR % 8 == 0) {
+    InterTable<true, CONJ> tab[NR / 8];
+    for (int k = 0; k < NR / 8; ++k) tab[k].load(c + 8 * k, s + 8 * k, 0xFF);
+    for (int g = 0; g < G; ++g) {
+      for (int k = 0; k < NR / 8; ++k) inter_step<true, NT>(x + g * xh + 16 * k, o + g * oh + 16 * k, tab[k], 0xFFFF);
+    }
+  } else {
+    const int64_t n = NR > 0 ? NR : n_rt;
+    for (int g = 0; g < G; ++g) {
+      const R* xg = x + g * xh;
+      R* og = o + g * oh;
+      int64_t j = 0;  // pair index; 8 pairs = 16 features per step
+      InterTable<true, CONJ> t;
+      for (; j + 8 <= n; j += 8) {
+        t.load(c + j, s + j, 0xFF);
+        inter_step<true, NT>(xg + 2 * j, og + 2 * j, t, 0xFFFF);
+      }
+      if (j < n) {
+        InterTable<false, CONJ> tt;
+        tt.load(c + j, s + j, low_mask(n - j));
+        inter_step<false, NT>(xg + 2 * j, og + 2 * j, tt, low_mask(2 * (n - j)));
+      }
+    }
   }
 }
 #endif
@@ -158,60 +217,108 @@ template <bool NT> inline void st16(uint16_t* p, V16 v) {
 }
 inline __m256 neg8(__m256 v) { return _mm256_xor_ps(v, _mm256_set1_ps(-0.0f)); }  // exact negation, like -s
 
-template <bool CONJ, bool NT, typename R>
-inline void half_step(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s) {
-  const V16 a = ld16(xa), b = ld16(xb), cj = ld16(c);
-  V16 sj = ld16(s);
-  if (CONJ) sj = {neg8(sj.lo), neg8(sj.hi)};
-  const V16 ra = {_mm256_sub_ps(_mm256_mul_ps(a.lo, cj.lo), _mm256_mul_ps(b.lo, sj.lo)),
-                  _mm256_sub_ps(_mm256_mul_ps(a.hi, cj.hi), _mm256_mul_ps(b.hi, sj.hi))};
-  const V16 rb = {_mm256_add_ps(_mm256_mul_ps(b.lo, cj.lo), _mm256_mul_ps(a.lo, sj.lo)),
-                  _mm256_add_ps(_mm256_mul_ps(b.hi, cj.hi), _mm256_mul_ps(a.hi, sj.hi))};
-  st16<NT>(oa, ra);
-  st16<NT>(ob, rb);
+// As in the AVX-512 rows: a step's table vectors, loaded once and used for every row of a token.
+template <bool CONJ> struct HalfTable {
+  V16 c, s;
+  inline void load(const float* cp, const float* sp) {
+    c = ld16(cp);
+    s = ld16(sp);
+    if (CONJ) s = {neg8(s.lo), neg8(s.hi)};
+  }
+};
+template <bool NT, typename R, typename Tab>
+inline void half_step(const R* xa, const R* xb, R* oa, R* ob, const Tab& t) {
+  const V16 a = ld16(xa), b = ld16(xb);
+  st16<NT>(oa, V16{_mm256_sub_ps(_mm256_mul_ps(a.lo, t.c.lo), _mm256_mul_ps(b.lo, t.s.lo)),
+                   _mm256_sub_ps(_mm256_mul_ps(a.hi, t.c.hi), _mm256_mul_ps(b.hi, t.s.hi))});
+  st16<NT>(ob, V16{_mm256_add_ps(_mm256_mul_ps(b.lo, t.c.lo), _mm256_mul_ps(a.lo, t.s.lo)),
+                   _mm256_add_ps(_mm256_mul_ps(b.hi, t.c.hi), _mm256_mul_ps(a.hi, t.s.hi))});
 }
 
 // Interleaved pairs in register: out = x * [c0 c0 c1 c1 ..] + swap_pairs(x) * [-s0 s0 -s1 s1 ..].
-template <bool CONJ, bool NT, typename R>
-inline void inter_step(const R* x, R* o, const float* c, const float* s) {
-  const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
-  const __m256 sign = CONJ ? _mm256_setr_ps(0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f)
-                           : _mm256_setr_ps(-0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f);  // xor: exact
+template <bool CONJ> struct InterTable {
+  V16 c, s;  // 8 pairs = 16 features, each value twice; s with the pair signs
+  inline void load(const float* cp, const float* sp) {
+    const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    const __m256i dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+    const __m256 sign = CONJ ? _mm256_setr_ps(0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f)
+                             : _mm256_setr_ps(-0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f);  // xor: exact
+    const __m256 c8 = _mm256_loadu_ps(cp), s8 = _mm256_loadu_ps(sp);
+    c = {_mm256_permutevar8x32_ps(c8, dup_lo), _mm256_permutevar8x32_ps(c8, dup_hi)};
+    s = {_mm256_xor_ps(_mm256_permutevar8x32_ps(s8, dup_lo), sign),
+         _mm256_xor_ps(_mm256_permutevar8x32_ps(s8, dup_hi), sign)};
+  }
+};
+template <bool NT, typename R, typename Tab>
+inline void inter_step(const R* x, R* o, const Tab& t) {
   const V16 v = ld16(x);
-  const __m256 c8 = _mm256_loadu_ps(c), s8 = _mm256_loadu_ps(s);  // 8 pairs = 16 features
-  const __m256 clo = _mm256_permutevar8x32_ps(c8, dup_lo), chi = _mm256_permutevar8x32_ps(c8, dup_hi);
-  const __m256 slo = _mm256_xor_ps(_mm256_permutevar8x32_ps(s8, dup_lo), sign);
-  const __m256 shi = _mm256_xor_ps(_mm256_permutevar8x32_ps(s8, dup_hi), sign);
   const __m256 wlo = _mm256_permute_ps(v.lo, 0xB1), whi = _mm256_permute_ps(v.hi, 0xB1);  // (x1, x0, x3, x2, ..)
-  st16<NT>(o, V16{_mm256_add_ps(_mm256_mul_ps(v.lo, clo), _mm256_mul_ps(wlo, slo)),
-                  _mm256_add_ps(_mm256_mul_ps(v.hi, chi), _mm256_mul_ps(whi, shi))});
+  st16<NT>(o, V16{_mm256_add_ps(_mm256_mul_ps(v.lo, t.c.lo), _mm256_mul_ps(wlo, t.s.lo)),
+                  _mm256_add_ps(_mm256_mul_ps(v.hi, t.c.hi), _mm256_mul_ps(whi, t.s.hi))});
 }
 
 template <typename R> using StorageOf = std::conditional_t<std::is_same_v<R, float>, F32, BF16>;
 
-template <typename R, bool CONJ, bool NT, int NR>  // NR > 0: the pair count known at compile time
-inline void rot_half_v(const R* xa, const R* xb, R* oa, R* ob, const float* c, const float* s, int64_t n_rt) {
+// G rows of one token against one table row (row g at x + g * xh), each row written start to end; with NR known
+// at compile time (a multiple of 16, or of 8 interleaved) the table vectors are loaded once for all G rows.
+// Row tails (pair counts off the step) run the scalar loop (AVX2 masked stores are slow on AMD).
+template <typename R, bool CONJ, bool NT, int NR, int G>
+inline void rot_half_v(const R* x, int64_t xh, R* o, int64_t oh, const float* c, const float* s, int64_t n_rt) {
   using S = StorageOf<R>;
+  if constexpr (NR > 0 && NR % 16 == 0) {
+    HalfTable<CONJ> tab[NR / 16];
+    for (int k = 0; k < NR / 16; ++k) tab[k].load(c + 16 * k, s + 16 * k);
+    for (int g = 0; g < G; ++g) {
+      const R* xg = x + g * xh;
+      R* og = o + g * oh;
+      for (int k = 0; k < NR / 16; ++k) {
+        half_step<NT>(xg + 16 * k, xg + NR + 16 * k, og + 16 * k, og + NR + 16 * k, tab[k]);
+      }
+    }
+    return;
+  }
   const int64_t n = NR > 0 ? NR : n_rt;
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) half_step<CONJ, NT>(xa + j, xb + j, oa + j, ob + j, c + j, s + j);
-  for (; j < n; ++j) {  // tail: each pair is loaded before it is stored, so in place is safe
-    const float a = S::ld(xa[j]), b = S::ld(xb[j]), cj = c[j], sj = CONJ ? -s[j] : s[j];
-    oa[j] = S::st(a * cj - b * sj);
-    ob[j] = S::st(b * cj + a * sj);
+  for (int g = 0; g < G; ++g) {
+    const R* xa = x + g * xh; const R* xb = xa + n; R* oa = o + g * oh; R* ob = oa + n;
+    int64_t j = 0;
+    HalfTable<CONJ> t;
+    for (; j + 16 <= n; j += 16) {
+      t.load(c + j, s + j);
+      half_step<NT>(xa + j, xb + j, oa + j, ob + j, t);
+    }
+    for (; j < n; ++j) {  // tail: each pair is loaded before it is stored, so in place is safe
+      const float a = S::ld(xa[j]), b = S::ld(xb[j]), cj = c[j], sj = CONJ ? -s[j] : s[j];
+      oa[j] = S::st(a * cj - b * sj);
+      ob[j] = S::st(b * cj + a * sj);
+    }
   }
 }
 
-template <typename R, bool CONJ, bool NT, int NR>
-inline void rot_inter_v(const R* x, R* o, const float* c, const float* s, int64_t n_rt) {
+template <typename R, bool CONJ, bool NT, int NR, int G>
+inline void rot_inter_v(const R* x, int64_t xh, R* o, int64_t oh, const float* c, const float* s, int64_t n_rt) {
   using S = StorageOf<R>;
+  if constexpr (NR > 0 && NR % 8 == 0) {
+    InterTable<CONJ> tab[NR / 8];
+    for (int k = 0; k < NR / 8; ++k) tab[k].load(c + 8 * k, s + 8 * k);
+    for (int g = 0; g < G; ++g) {
+      for (int k = 0; k < NR / 8; ++k) inter_step<NT>(x + g * xh + 16 * k, o + g * oh + 16 * k, tab[k]);
+    }
+    return;
+  }
   const int64_t n = NR > 0 ? NR : n_rt;
-  int64_t j = 0;  // pair index; 8 pairs = 16 features per step
-  for (; j + 8 <= n; j += 8) inter_step<CONJ, NT>(x + 2 * j, o + 2 * j, c + j, s + j);
-  for (; j < n; ++j) {
-    const float a = S::ld(x[2 * j]), b = S::ld(x[2 * j + 1]), cj = c[j], sj = CONJ ? -s[j] : s[j];
-    o[2 * j] = S::st(a * cj - b * sj);
-    o[2 * j + 1] = S::st(b * cj + a * sj);
+  for (int g = 0; g < G; ++g) {
+    const R* xg = x + g * xh; R* og = o + g * oh;
+    int64_t j = 0;  // pair index; 8 pairs = 16 features per step
+    InterTable<CONJ> t;
+    for (; j + 8 <= n; j += 8) {
+      t.load(c + j, s + j);
+      inter_step<NT>(xg + 2 * j, og + 2 * j, t);
+    }
+    for (; j < n; ++j) {
+      const float a = S::ld(xg[2 * j]), b = S::ld(xg[2 * j + 1]), cj = c[j], sj = CONJ ? -s[j] : s[j];
+      og[2 * j] = S::st(a * cj - b * sj);
+      og[2 * j + 1] = S::st(b * cj + a * sj);
+    }
   }
 }
 #endif
@@ -260,20 +367,11 @@ inline void rot_inter(const typename S::raw* __restrict__ x, typename S::raw* __
 
 constexpr int64_t kBlock = 64;  // pairs staged through a stack buffer when rotating in place
 
-template <typename S, bool INTERLEAVED, bool CONJ, int NR, bool NT>
-inline void rotate_row(const typename S::raw* x, typename S::raw* o, const typename S::acc* c,
-                       const typename S::acc* s, int64_t r, int64_t d) {
+// One row (the scalar loops: fp16, fp64 and builds without SIMD rows).
+template <typename S, bool INTERLEAVED, bool CONJ>
+inline void rotate_row_scalar(const typename S::raw* x, typename S::raw* o, const typename S::acc* c,
+                              const typename S::acc* s, int64_t r, int64_t d) {
   using R = typename S::raw;
-#ifdef ROPEKIT_SIMD
-  if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {
-    if (INTERLEAVED) rot_inter_v<R, CONJ, NT, NR>(x, o, c, s, r);
-    else rot_half_v<R, CONJ, NT, NR>(x, x + r, o, o + r, c, s, r);
-    if (static_cast<const void*>(x) != static_cast<void*>(o) && d > 2 * r) {
-      std::memcpy(o + 2 * r, x + 2 * r, (d - 2 * r) * sizeof(R));  // pass-through features (partial rotary)
-    }
-    return;
-  }
-#endif
   if (static_cast<const void*>(x) != static_cast<void*>(o)) {
     if (INTERLEAVED) rot_inter<S, CONJ>(x, o, c, s, r);
     else rot_half<S, CONJ>(x, x + r, o, o + r, c, s, r);
@@ -295,6 +393,53 @@ inline void rotate_row(const typename S::raw* x, typename S::raw* o, const typen
   }
 }
 
+// Heads walked together, token by token, over [B, H, T, D] storage: ROPEKIT_CPU_HEAD_GROUP (read once per
+// process; default 4; 1: each head's tokens as one run, the walk before 2026-12-04). Four measured best on an
+// AVX-512 Zen 4 (2 to 8 tried; eight opens 16 streams and falls back to the one-head speed).
+inline int64_t head_group() {
+  static const int64_t g = [] {
+    const char* e = std::getenv("ROPEKIT_CPU_HEAD_GROUP");
+    return e == nullptr ? int64_t(4) : std::max<int64_t>(1, std::atoll(e));
+  }();
+  return g;
+}
+constexpr int64_t kGroupTokens = 1024;  // tokens per unit of work of the grouped walk
+
+// G rows sharing one table row (row g at x + g * xh, output at o + g * oh): the G heads of one token.
+template <typename S, bool INTERLEAVED, bool CONJ, int NR, bool NT, int G = 1>
+inline void rotate_rows(const typename S::raw* x, int64_t xh, typename S::raw* o, int64_t oh,
+                        const typename S::acc* c, const typename S::acc* s, int64_t r, int64_t d) {
+  using R = typename S::raw;
+#ifdef ROPEKIT_SIMD
+  if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {
+    if (INTERLEAVED) rot_inter_v<R, CONJ, NT, NR, G>(x, xh, o, oh, c, s, r);
+    else rot_half_v<R, CONJ, NT, NR, G>(x, xh, o, oh, c, s, r);
+    if (static_cast<const void*>(x) != static_cast<void*>(o) && d > 2 * r) {
+      for (int g = 0; g < G; ++g) {  // pass-through features (partial rotary)
+        std::memcpy(o + g * oh + 2 * r, x + g * xh + 2 * r, (d - 2 * r) * sizeof(R));
+      }
+    }
+    return;
+  }
+#endif
+  for (int g = 0; g < G; ++g) rotate_row_scalar<S, INTERLEAVED, CONJ>(x + g * xh, o + g * oh, c, s, r, d);
+}
+
+template <typename S, bool INTERLEAVED, bool CONJ, int NR, bool NT>
+inline void rotate_row(const typename S::raw* x, typename S::raw* o, const typename S::acc* c,
+                       const typename S::acc* s, int64_t r, int64_t d) {
+  rotate_rows<S, INTERLEAVED, CONJ, NR, NT, 1>(x, 0, o, 0, c, s, r, d);
+}
+
+// n rows sharing one table row (the heads of one token): four at a time, then one by one.
+template <typename S, bool INTERLEAVED, bool CONJ, int NR, bool NT>
+inline void rotate_group(const typename S::raw* x, int64_t xh, typename S::raw* o, int64_t oh, int64_t n,
+                         const typename S::acc* c, const typename S::acc* s, int64_t r, int64_t d) {
+  int64_t g = 0;
+  for (; g + 4 <= n; g += 4) rotate_rows<S, INTERLEAVED, CONJ, NR, NT, 4>(x + g * xh, xh, o + g * oh, oh, c, s, r, d);
+  for (; g < n; ++g) rotate_rows<S, INTERLEAVED, CONJ, NR, NT, 1>(x + g * xh, xh, o + g * oh, oh, c, s, r, d);
+}
+
 template <typename S, bool INTERLEAVED, bool CONJ, int NR, bool NT>
 void run(const Side* sides, int n_sides, const at::Tensor& cos, const at::Tensor& sin,
          const c10::optional<at::Tensor>& positions) {
@@ -308,6 +453,55 @@ void run(const Side* sides, int n_sides, const at::Tensor& cos, const at::Tensor
     pb = positions->size(0) == 1 ? 0 : positions->stride(0);
     pt = positions->stride(1);
     L = cos.size(0); crow = cos.stride(0);
+  }
+  bool grouped[2] = {false, false};  // groups pay only where one table row serves the rows of several heads
+  for (int i = 0; i < n_sides; ++i) {
+    const Side& sd = sides[i];
+    grouped[i] = head_group() > 1 && !sd.heads_inner && sd.H > 1 && (pp != nullptr || (sd.ch == 0 && sd.ct != 0));
+  }
+  if (n_sides == 2 && grouped[0] != grouped[1]) {  // e.g. MQA's one key head: each side its own walk
+    run<S, INTERLEAVED, CONJ, NR, NT>(sides, 1, cos, sin, positions);
+    run<S, INTERLEAVED, CONJ, NR, NT>(sides + 1, 1, cos, sin, positions);
+    return;
+  }
+  if (grouped[0]) {
+    const int64_t group = head_group();
+    // [B, H, T, D] storage: `group` heads at a time, token by token, so each table row is read once for the group
+    // (from L1) instead of once per head (docs/kernels.md, "What bounds bf16"); units of kGroupTokens tokens.
+    int64_t units[2] = {0, 0}, n_grp[2] = {0, 0}, n_chunk[2] = {0, 0};
+    for (int i = 0; i < n_sides; ++i) {
+      n_grp[i] = (sides[i].H + group - 1) / group;
+      n_chunk[i] = (sides[i].T + kGroupTokens - 1) / kGroupTokens;
+      units[i] = sides[i].B * n_grp[i] * n_chunk[i];
+    }
+    at::parallel_for(0, units[0] + units[1], 1, [&](int64_t begin, int64_t end) {
+      for (int64_t u = begin; u < end; ++u) {
+        const int side_i = u < units[0] ? 0 : 1;
+        const Side& sd = sides[side_i];
+        const int64_t v = side_i == 0 ? u : u - units[0], chunk = v % n_chunk[side_i];
+        const int64_t h0 = (v / n_chunk[side_i]) % n_grp[side_i] * group, b = v / (n_chunk[side_i] * n_grp[side_i]);
+        const int64_t t0 = chunk * kGroupTokens, t1 = std::min(sd.T, t0 + kGroupTokens);
+        const int64_t g_n = std::min(group, sd.H - h0);
+        const R* x0 = static_cast<const R*>(sd.x) + b * sd.xb + h0 * sd.xh;
+        R* o0 = static_cast<R*>(sd.o) + b * sd.ob + h0 * sd.oh;
+        for (int64_t t = t0; t < t1; ++t) {
+          const A* c; const A* sn;
+          if (pp != nullptr) {
+            const int64_t p = pp[b * pb + t * pt];
+            TORCH_CHECK(p >= 0 && p < L, "ropekit: position ", p, " is outside the cos/sin table of ", L,
+                        " rows; build the table for positions up to max(positions)");
+            c = cp + p * crow; sn = sp + p * crow;
+          } else {
+            c = cp + b * sd.cb + t * sd.ct; sn = sp + b * sd.cb + t * sd.ct;
+          }
+          rotate_group<S, INTERLEAVED, CONJ, NR, NT>(x0 + t * sd.xt, sd.xh, o0 + t * sd.ot, sd.oh, g_n, c, sn, r, sd.D);
+        }
+      }
+#ifdef ROPEKIT_STREAM
+      if (NT) _mm_sfence();
+#endif
+    });
+    return;
   }
   int64_t rows[2] = {0, 0};
   for (int i = 0; i < n_sides; ++i) rows[i] = sides[i].B * sides[i].H * sides[i].T;
@@ -622,7 +816,7 @@ void run_angles(const Side* sides, int n_sides, const at::Tensor& positions, con
   if (!sides[0].heads_inner && angle_tiles_enabled()) {
     // [B, H, T, D] storage: cos/sin of kAngleTile tokens into a buffer, then each head's rows of those tokens as
     // one contiguous run (walking heads inside each token would open 2 x H output streams at once).
-    const int64_t nblk = (T + kAngleTile - 1) / kAngleTile;
+    const int64_t nblk = (T + kAngleTile - 1) / kAngleTile, group = head_group();
     at::parallel_for(0, B * nblk, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> cbuf(kAngleTile * r), sbuf(kAngleTile * r);
       for (int64_t u = begin; u < end; ++u) {
@@ -633,11 +827,13 @@ void run_angles(const Side* sides, int n_sides, const at::Tensor& positions, con
         for (int side_i = 0; side_i < n_sides; ++side_i) {
           const Side& sd = sides[side_i];
           if (sd.B * sd.H * sd.T == 0) continue;
-          for (int64_t h = 0; h < sd.H; ++h) {
-            const R* x = static_cast<const R*>(sd.x) + b * sd.xb + h * sd.xh + t0 * sd.xt;
-            R* o = static_cast<R*>(sd.o) + b * sd.ob + h * sd.oh + t0 * sd.ot;
+          for (int64_t h0 = 0; h0 < sd.H; h0 += group) {  // `group` heads token by token (head_group)
+            const int64_t g_n = std::min(group, sd.H - h0);
+            const R* x = static_cast<const R*>(sd.x) + b * sd.xb + h0 * sd.xh + t0 * sd.xt;
+            R* o = static_cast<R*>(sd.o) + b * sd.ob + h0 * sd.oh + t0 * sd.ot;
             for (int64_t i = 0; i < n; ++i, x += sd.xt, o += sd.ot) {
-              rotate_row<S, INTERLEAVED, CONJ, NR, NT>(x, o, cbuf.data() + i * r, sbuf.data() + i * r, r, sd.D);
+              rotate_group<S, INTERLEAVED, CONJ, NR, NT>(x, sd.xh, o, sd.oh, g_n, cbuf.data() + i * r,
+                                                         sbuf.data() + i * r, r, sd.D);
             }
           }
         }
