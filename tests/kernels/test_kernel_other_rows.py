@@ -65,11 +65,12 @@ def test_lower_tier_rows_are_bitwise_the_reference(lower: ModuleType, dtype: tor
 def test_lower_tier_tablefree_rows_equal_the_main_build(lower: ModuleType, dtype: torch.dtype) -> None:
     main = cpu.load()
     assert main is not None
-    for (d, r), interleaved, conj, hq in itertools.product(ROWS, (False, True), (False, True), (1, 6)):
+    cases = itertools.product(ROWS, (False, True), (False, True), (1, 6), (1, 2))
+    for (d, r), interleaved, conj, hq, pos_rows in cases:
         g = torch.Generator().manual_seed(d + r)
-        q = torch.randn(2, hq, 70, d, generator=g).to(dtype)  # 70 tokens: one full tile of 64 and a partial one
+        q = torch.randn(2, hq, 70, d, generator=g).to(dtype)
         k = torch.randn(2, 1, 70, d, generator=g).to(dtype)
-        positions = torch.randint(-(2**40), 2**40, (2, 70), generator=g)
+        positions = torch.randint(-(2**40), 2**40, (pos_rows, 70), generator=g)  # one row: shared by the batch
         inv_freq = 1.0 / 10000 ** (torch.arange(r, dtype=torch.float32) / r)
         cst = tablefree.device_constants(inv_freq, q.device)
         outs = []

@@ -145,12 +145,14 @@ def test_bad_input_is_refused_with_the_fix() -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS[:2])
-def test_many_token_tiles_match_the_reference(backend: str) -> None:
-    """T = 150 spans several 64-token tiles of the C++ walk and a partial last one; [B, T] positions per row."""
+@pytest.mark.parametrize("pos_rows", [2, 1])
+def test_many_token_tiles_match_the_reference(backend: str, pos_rows: int) -> None:
+    """T = 2100 spans two 1024-token tiles of the C++ walk and a partial last one; [B, T] positions per row, and
+    one [1, T] row shared by the batch (each tile's cos/sin computed once for both batch rows)."""
     inv, _ = rope_frequencies(None, head_dim=16)
     g = torch.Generator().manual_seed(3)
-    q, k = torch.randn(2, 3, 150, 16, generator=g), torch.randn(2, 1, 150, 16, generator=g)
-    positions = torch.randint(0, 10_000, (2, 150), generator=g)
+    q, k = torch.randn(2, 6, 2100, 16, generator=g), torch.randn(2, 1, 2100, 16, generator=g)
+    positions = torch.randint(0, 10_000, (pos_rows, 2100), generator=g)
     with use_backend(backend):
         got_q, got_k = apply_rotary_qk_tablefree(q, k, inv, positions=positions)
     cos, sin = rope_cos_sin(inv, positions)

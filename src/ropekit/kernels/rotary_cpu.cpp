@@ -706,6 +706,22 @@ inline __m256d angle4(const double* cst, int64_t r, int64_t j, double pf, double
   return wrap4(t);
 }
 #endif
+#ifdef ROPEKIT_AVX512  // 8 lanes: the same float64 operations as angle4, in the same order
+inline __m512d wrap8(__m512d a) {
+  const __m512d turns = _mm512_roundscale_pd(_mm512_mul_pd(a, _mm512_set1_pd(kInvTwoPi)),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_sub_pd(a, _mm512_mul_pd(turns, _mm512_set1_pd(kTwoPi)));
+}
+inline __m512d angle8(const double* cst, int64_t r, int64_t j, double pf, double d0, double d1, double d2,
+                      int mode) {
+  if (mode == 0) return wrap8(_mm512_mul_pd(_mm512_set1_pd(pf), _mm512_loadu_pd(cst + 3 * r + j)));
+  __m512d t = wrap8(_mm512_mul_pd(_mm512_set1_pd(d0), _mm512_loadu_pd(cst + j)));
+  if (mode == 1) return t;
+  t = _mm512_add_pd(t, wrap8(_mm512_mul_pd(_mm512_set1_pd(d1), _mm512_loadu_pd(cst + r + j))));
+  if (mode == 3) t = _mm512_add_pd(t, wrap8(_mm512_mul_pd(_mm512_set1_pd(d2), _mm512_loadu_pd(cst + 2 * r + j))));
+  return wrap8(t);
+}
+#endif
 
 // rope_angles' float32 angles of position p for the r pairs into a_out (unit stride); cst: [4, r] float64.
 inline void angles_row(int64_t p, const double* cst, int64_t r, float* a_out, bool split_all) {
@@ -715,6 +731,9 @@ inline void angles_row(int64_t p, const double* cst, int64_t r, float* a_out, bo
   const int mode = direct ? 0 : (d2 != 0 ? 3 : (d1 != 0 ? 2 : 1));
   const double pf = (double)p, f0 = (double)d0, f1 = (double)d1, f2 = (double)d2;
   int64_t j = 0;
+#ifdef ROPEKIT_AVX512
+  for (; j + 8 <= r; j += 8) _mm256_storeu_ps(a_out + j, _mm512_cvtpd_ps(angle8(cst, r, j, pf, f0, f1, f2, mode)));
+#endif
 #ifdef __AVX2__
   for (; j + 4 <= r; j += 4) _mm_storeu_ps(a_out + j, _mm256_cvtpd_ps(angle4(cst, r, j, pf, f0, f1, f2, mode)));
 #endif
@@ -771,6 +790,30 @@ inline void sincos4(__m256d w, __m128* c, __m128* s) {
   *c = _mm256_cvtpd_ps(_mm256_xor_pd(cv, _mm256_castsi256_pd(cneg)));
 }
 #endif
+#ifdef ROPEKIT_AVX512
+// 8 lanes: the same operations as sincos4 (and sincos_scalar), in the same order.
+inline void sincos8(__m512d w, __m256* c, __m256* s) {
+  const __m512d a = _mm512_cvtps_pd(_mm512_cvtpd_ps(w));
+  const __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(a, _mm512_set1_pd(kTwoOPi)),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512d y = _mm512_sub_pd(a, _mm512_mul_pd(n, _mm512_set1_pd(kPiO2))), z = _mm512_mul_pd(y, y);
+  __m512d ps = _mm512_add_pd(_mm512_set1_pd(kS2), _mm512_mul_pd(z, _mm512_set1_pd(kS3)));
+  ps = _mm512_add_pd(_mm512_set1_pd(kS1), _mm512_mul_pd(z, ps));
+  const __m512d sy = _mm512_add_pd(y, _mm512_mul_pd(_mm512_mul_pd(y, z), ps));
+  __m512d pc = _mm512_add_pd(_mm512_set1_pd(kC2), _mm512_mul_pd(z, _mm512_set1_pd(kC3)));
+  pc = _mm512_add_pd(_mm512_set1_pd(kC1), _mm512_mul_pd(z, pc));
+  const __m512d cy = _mm512_add_pd(_mm512_sub_pd(_mm512_set1_pd(1.0), _mm512_mul_pd(_mm512_set1_pd(0.5), z)),
+                                   _mm512_mul_pd(_mm512_mul_pd(z, z), pc));
+  const __m512i q = _mm512_cvtepi32_epi64(_mm512_cvtpd_epi32(n));  // quadrant n mod 4 in 64-bit lanes
+  const __m512i one = _mm512_set1_epi64(1), two = _mm512_set1_epi64(2);
+  const __mmask8 swap = _mm512_test_epi64_mask(q, one);
+  const __m512d sv = _mm512_mask_blend_pd(swap, sy, cy), cv = _mm512_mask_blend_pd(swap, cy, sy);
+  const __m512i sneg = _mm512_slli_epi64(_mm512_and_si512(q, two), 62);  // bit 1 of q -> the sign bit
+  const __m512i cneg = _mm512_slli_epi64(_mm512_and_si512(_mm512_add_epi64(q, one), two), 62);
+  *s = _mm512_cvtpd_ps(_mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(sv), sneg)));
+  *c = _mm512_cvtpd_ps(_mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(cv), cneg)));
+}
+#endif
 
 // cos/sin of position p for the r pairs into c_out/s_out (float32, unit stride), times scale; cst: [4, r].
 inline void cos_sin_row(int64_t p, const double* cst, int64_t r, float scale, float* c_out, float* s_out) {
@@ -779,6 +822,14 @@ inline void cos_sin_row(int64_t p, const double* cst, int64_t r, float scale, fl
   const int mode = (p < kDirectLimit && p > -kDirectLimit) ? 0 : (d2 != 0 ? 3 : (d1 != 0 ? 2 : 1));
   const double pf = (double)p, f0 = (double)d0, f1 = (double)d1, f2 = (double)d2;
   int64_t j = 0;
+#ifdef ROPEKIT_AVX512
+  for (; j + 8 <= r; j += 8) {
+    __m256 c, s;
+    sincos8(angle8(cst, r, j, pf, f0, f1, f2, mode), &c, &s);
+    _mm256_storeu_ps(c_out + j, c);
+    _mm256_storeu_ps(s_out + j, s);
+  }
+#endif
 #ifdef __AVX2__
   for (; j + 4 <= r; j += 4) {
     __m128 c, s;
@@ -793,13 +844,14 @@ inline void cos_sin_row(int64_t p, const double* cst, int64_t r, float scale, fl
   }
 }
 
-constexpr int64_t kAngleTile = 64;  // tokens per tile of the table-free walk over [B, H, T, D] storage
-inline bool angle_tiles_enabled() {  // ROPEKIT_CPU_ANGLE_TILE=0: the token-by-token walk (read once per process)
-  static const bool on = [] {
+// Tokens per tile of the table-free walk over [B, H, T, D] storage: ROPEKIT_CPU_ANGLE_TILE (read once per
+// process; 0: the token-by-token walk).
+inline int64_t angle_tile() {
+  static const int64_t n = [] {
     const char* e = std::getenv("ROPEKIT_CPU_ANGLE_TILE");
-    return e == nullptr || e[0] != '0';
+    return e == nullptr ? int64_t(1024) : std::max<int64_t>(0, std::atoll(e));
   }();
-  return on;
+  return n;
 }
 
 // The cos/sin of token (b, t) are computed once into a stack buffer and used for every head of q and then of k of
@@ -813,27 +865,34 @@ void run_angles(const Side* sides, int n_sides, const at::Tensor& positions, con
   const double* cp = cst.data_ptr<double>();
   int64_t heads = 0;
   for (int i = 0; i < n_sides; ++i) heads += sides[i].H;
-  if (!sides[0].heads_inner && angle_tiles_enabled()) {
-    // [B, H, T, D] storage: cos/sin of kAngleTile tokens into a buffer, then each head's rows of those tokens as
-    // one contiguous run (walking heads inside each token would open 2 x H output streams at once).
-    const int64_t nblk = (T + kAngleTile - 1) / kAngleTile, group = head_group();
-    at::parallel_for(0, B * nblk, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> cbuf(kAngleTile * r), sbuf(kAngleTile * r);
+  if (!sides[0].heads_inner && angle_tile() > 0) {
+    // [B, H, T, D] storage: cos/sin of a tile of tokens into a buffer, then the tile's rows `group` heads at a time,
+    // token by token (as the table walk; head_group). One positions row for every batch row (pb == 0): each tile's
+    // cos/sin serve all batch rows (tiles shrink until there is one per thread).
+    const bool shared = pb == 0 && B > 1;
+    int64_t tile = angle_tile();
+    if (shared) tile = std::max<int64_t>(64, std::min(tile, (T + at::get_num_threads() - 1) / at::get_num_threads()));
+    const int64_t nblk = (T + tile - 1) / tile, group = head_group();
+    at::parallel_for(0, shared ? nblk : B * nblk, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> cbuf(tile * r), sbuf(tile * r);
       for (int64_t u = begin; u < end; ++u) {
-        const int64_t b = u / nblk, t0 = (u % nblk) * kAngleTile, n = std::min(T - t0, kAngleTile);
+        const int64_t b_lo = shared ? 0 : u / nblk, b_hi = shared ? B : b_lo + 1;
+        const int64_t t0 = (u % nblk) * tile, n = std::min(T - t0, tile);
         for (int64_t i = 0; i < n; ++i) {
-          cos_sin_row(pp[b * pb + (t0 + i) * pt], cp, r, scale, cbuf.data() + i * r, sbuf.data() + i * r);
+          cos_sin_row(pp[b_lo * pb + (t0 + i) * pt], cp, r, scale, cbuf.data() + i * r, sbuf.data() + i * r);
         }
-        for (int side_i = 0; side_i < n_sides; ++side_i) {
-          const Side& sd = sides[side_i];
-          if (sd.B * sd.H * sd.T == 0) continue;
-          for (int64_t h0 = 0; h0 < sd.H; h0 += group) {  // `group` heads token by token (head_group)
-            const int64_t g_n = std::min(group, sd.H - h0);
-            const R* x = static_cast<const R*>(sd.x) + b * sd.xb + h0 * sd.xh + t0 * sd.xt;
-            R* o = static_cast<R*>(sd.o) + b * sd.ob + h0 * sd.oh + t0 * sd.ot;
-            for (int64_t i = 0; i < n; ++i, x += sd.xt, o += sd.ot) {
-              rotate_group<S, INTERLEAVED, CONJ, NR, NT>(x, sd.xh, o, sd.oh, g_n, cbuf.data() + i * r,
-                                                         sbuf.data() + i * r, r, sd.D);
+        for (int64_t b = b_lo; b < b_hi; ++b) {
+          for (int side_i = 0; side_i < n_sides; ++side_i) {
+            const Side& sd = sides[side_i];
+            if (sd.B * sd.H * sd.T == 0) continue;
+            for (int64_t h0 = 0; h0 < sd.H; h0 += group) {
+              const int64_t g_n = std::min(group, sd.H - h0);
+              const R* x = static_cast<const R*>(sd.x) + b * sd.xb + h0 * sd.xh + t0 * sd.xt;
+              R* o = static_cast<R*>(sd.o) + b * sd.ob + h0 * sd.oh + t0 * sd.ot;
+              for (int64_t i = 0; i < n; ++i, x += sd.xt, o += sd.ot) {
+                rotate_group<S, INTERLEAVED, CONJ, NR, NT>(x, sd.xh, o, sd.oh, g_n, cbuf.data() + i * r,
+                                                           sbuf.data() + i * r, r, sd.D);
+              }
             }
           }
         }
