@@ -385,7 +385,7 @@ def main() -> None:
         env = {**os.environ, "GLIBC_TUNABLES": TUNABLES}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)  # malloc settings only apply at startup
     torch.set_num_threads(args.threads)
-    # One compiled transformers function meets 4 shapes x 2 dtypes x grad/no-grad: without a higher limit Dynamo
+    # One compiled transformers function meets 4 shapes x 3 dtypes x grad/no-grad: without a higher limit Dynamo
     # stops recompiling after 8 variants and silently runs it eagerly.
     torch._dynamo.config.recompile_limit = 64
     torch._dynamo.config.cache_size_limit = 64
@@ -399,7 +399,7 @@ def main() -> None:
     print(f"# GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}; median of {reps}; ratios to the copy floor")
     rows: list[dict] = []
     if args.only != "cos_sin":
-        rows, notes = bench(shapes, (torch.float32, torch.bfloat16), reps)
+        rows, notes = bench(shapes, (torch.float32, torch.bfloat16, torch.float16), reps)
         print_table(rows, args.markdown)
         for note in notes:
             print(f"# note: {note}")

@@ -43,7 +43,7 @@ def lower() -> ModuleType:
     return cpu.load_variant(flags)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_lower_tier_rows_are_bitwise_the_reference(lower: ModuleType, dtype: torch.dtype) -> None:
     cases = itertools.product(ROWS, (False, True), (False, True), ("table", "batch_table", "pos2d"), (0, -1))
     for i, ((d, r), interleaved, conj, mode, stream) in enumerate(cases):

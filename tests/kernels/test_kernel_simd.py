@@ -29,7 +29,7 @@ def _module():
     return module
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_vector_rows_are_bitwise_the_reference(dtype: torch.dtype) -> None:
     """Forward, in place and out of place, both pairings, tables and positions, GQA: equal to the reference."""
     for i, ((d, r), interleaved, inplace, mode) in enumerate(
@@ -45,7 +45,7 @@ def test_vector_rows_are_bitwise_the_reference(dtype: torch.dtype) -> None:
         assert torch.equal(out_q, ref_q) and torch.equal(out_k, ref_k), (d, r, interleaved, inplace, mode)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_vector_rows_backward(dtype: torch.dtype) -> None:
     """The backward (rotation by minus the angle) on long rows, against autograd of the reference."""
     for (d, r), interleaved in itertools.product(ROWS, (False, True)):
@@ -71,7 +71,7 @@ def _build_can_stream() -> bool:
     return "avx2" in flags or {"avx512f", "avx512bw", "avx512vl"} <= set(flags)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_streaming_stores_match_the_reference(dtype: torch.dtype) -> None:
     """``stream_min_bytes=0`` forces non-temporal stores on aligned out-of-place outputs, forward and backward."""
     module = _module()
@@ -95,7 +95,7 @@ def test_streaming_stores_match_the_reference(dtype: torch.dtype) -> None:
         assert not module.rotary_qk(case.q, case.k, q_out, k_out, *args, 1 << 40), "below the size threshold"
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_head_groups_match_the_reference(dtype: torch.dtype) -> None:
     """The grouped walk over ``[B, H, T, D]`` storage (four heads token by token, units of 1024 tokens): head
     counts that leave a partial group, a key side of one head (walked alone), more than one unit of tokens, per-batch

@@ -51,9 +51,10 @@ def _last_level_cache_bytes() -> int:
 # before anyone reads them anyway. Measured here (AMD EPYC Zen 3, AVX2, one thread, raw kernel, ratio to the copy):
 # float32 0.90-0.93x -> 0.65-0.68x on all four benchmark shapes; bf16 outputs of 32-64 MiB 1.07-1.39x ->
 # 1.02-1.23x (better in 9 of 10 samples), bf16 outputs below the cache size no better or worse (1.36x -> 1.44x),
-# hence the threshold. Only the AVX2 build implements them (the others ignore it). dtype -> bytes; absent: never.
+# hence the threshold. The AVX2 and AVX-512 rows implement them (float32, bf16, fp16; the plain loops ignore it).
+# dtype -> bytes; absent: never.
 _LLC_BYTES = _last_level_cache_bytes()
-STREAM_MIN_BYTES: dict[torch.dtype, int] = {torch.float32: _LLC_BYTES, torch.bfloat16: _LLC_BYTES}
+STREAM_MIN_BYTES: dict[torch.dtype, int] = dict.fromkeys((torch.float32, torch.bfloat16, torch.float16), _LLC_BYTES)
 
 
 def _cpu_signature() -> str:

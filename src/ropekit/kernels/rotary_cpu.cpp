@@ -80,6 +80,17 @@ template <bool FULL, bool NT = false> inline void st16(uint16_t* p, __m512 v, __
   else if (FULL) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
   else _mm256_mask_storeu_epi16(p, m, h);
 }
+// fp16 storage: vcvtph2ps widens exactly; vcvtps2ph rounds to nearest even (overflow to inf), as torch's Half does.
+template <bool FULL> inline __m512 ld16(const _Float16* p, __mmask16 m) {
+  const __m256i h = FULL ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)) : _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_cvtph_ps(h);
+}
+template <bool FULL, bool NT = false> inline void st16(_Float16* p, __m512 v, __mmask16 m) {
+  const __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  if (FULL && NT) _mm256_stream_si256(reinterpret_cast<__m256i*>(p), h);
+  else if (FULL) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+  else _mm256_mask_storeu_epi16(p, m, h);
+}
 inline __mmask16 low_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }  // n < 16
 
 // A step's table vectors (cos, and sin negated for CONJ), loaded once and used for every row of a token.
@@ -215,6 +226,18 @@ template <bool NT> inline void st16(uint16_t* p, V16 v) {
   if (NT) _mm256_stream_si256(reinterpret_cast<__m256i*>(p), h);
   else _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
 }
+#ifdef __F16C__  // fp16 storage (every AVX2 CPU has F16C): exact widening, round-to-nearest-even narrowing
+inline V16 ld16(const _Float16* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return {_mm256_cvtph_ps(_mm256_castsi256_si128(h)), _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1))};
+}
+template <bool NT> inline void st16(_Float16* p, V16 v) {
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m256i h = _mm256_setr_m128i(_mm256_cvtps_ph(v.lo, kRound), _mm256_cvtps_ph(v.hi, kRound));
+  if (NT) _mm256_stream_si256(reinterpret_cast<__m256i*>(p), h);
+  else _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+}
+#endif
 inline __m256 neg8(__m256 v) { return _mm256_xor_ps(v, _mm256_set1_ps(-0.0f)); }  // exact negation, like -s
 
 // As in the AVX-512 rows: a step's table vectors, loaded once and used for every row of a token.
@@ -257,7 +280,9 @@ inline void inter_step(const R* x, R* o, const Tab& t) {
                   _mm256_add_ps(_mm256_mul_ps(v.hi, t.c.hi), _mm256_mul_ps(whi, t.s.hi))});
 }
 
-template <typename R> using StorageOf = std::conditional_t<std::is_same_v<R, float>, F32, BF16>;
+template <typename R>
+using StorageOf =
+    std::conditional_t<std::is_same_v<R, float>, F32, std::conditional_t<std::is_same_v<R, _Float16>, F16, BF16>>;
 
 // G rows of one token against one table row (row g at x + g * xh), each row written start to end; with NR known
 // at compile time (a multiple of 16, or of 8 interleaved) the table vectors are loaded once for all G rows.
@@ -325,6 +350,15 @@ inline void rot_inter_v(const R* x, int64_t xh, R* o, int64_t oh, const float* c
 #if defined(ROPEKIT_AVX512) || defined(ROPEKIT_AVX2)
 #define ROPEKIT_SIMD 1
 #endif
+#if defined(ROPEKIT_AVX512) || (defined(ROPEKIT_AVX2) && defined(__F16C__))
+constexpr bool kHalfRows = true;  // fp16 storage runs the vector rows too
+#else
+constexpr bool kHalfRows = false;
+#endif
+// The storage types with vector rows (float32 compute): float32, bf16 and, with F16C, fp16.
+template <typename S>
+constexpr bool kVectorRows =
+    std::is_same_v<S, F32> || std::is_same_v<S, BF16> || (kHalfRows && std::is_same_v<S, F16>);
 #ifdef ROPEKIT_SIMD
 #define ROPEKIT_STREAM 1
 constexpr bool kCanStream = true;  // the AVX2 and AVX-512 rows implement non-temporal stores (NT)
@@ -411,7 +445,7 @@ inline void rotate_rows(const typename S::raw* x, int64_t xh, typename S::raw* o
                         const typename S::acc* c, const typename S::acc* s, int64_t r, int64_t d) {
   using R = typename S::raw;
 #ifdef ROPEKIT_SIMD
-  if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {
+  if constexpr (kVectorRows<S>) {
     if (INTERLEAVED) rot_inter_v<R, CONJ, NT, NR, G>(x, xh, o, oh, c, s, r);
     else rot_half_v<R, CONJ, NT, NR, G>(x, xh, o, oh, c, s, r);
     if (static_cast<const void*>(x) != static_cast<void*>(o) && d > 2 * r) {
@@ -599,7 +633,7 @@ void run_flags(const Side* sides, int n, const at::Tensor& cos, const at::Tensor
 template <typename S, int NR>
 void run_stream(const Side* sides, int n, const at::Tensor& cos, const at::Tensor& sin,
                 const c10::optional<at::Tensor>& p, bool interleaved, bool conj, bool stream) {
-  if constexpr (kCanStream && (std::is_same_v<S, F32> || std::is_same_v<S, BF16>)) {
+  if constexpr (kCanStream && kVectorRows<S>) {
     if (stream) return run_flags<S, NR, true>(sides, n, cos, sin, p, interleaved, conj);
   }
   run_flags<S, NR, false>(sides, n, cos, sin, p, interleaved, conj);
@@ -609,7 +643,7 @@ template <typename S>
 void run_dtype(const Side* sides, int n, const at::Tensor& cos, const at::Tensor& sin,
                const c10::optional<at::Tensor>& p, bool interleaved, bool conj, bool stream) {
 #ifdef ROPEKIT_SIMD
-  if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {  // head_dim 64 and 128: unrolled rows
+  if constexpr (kVectorRows<S>) {  // head_dim 64 and 128: unrolled rows
     const int64_t r = cos.size(-1);
     if (r == 32) return run_stream<S, 32>(sides, n, cos, sin, p, interleaved, conj, stream);
     if (r == 64) return run_stream<S, 64>(sides, n, cos, sin, p, interleaved, conj, stream);
@@ -657,7 +691,7 @@ bool rotary_qk(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out, at::T
   const bool stream = want_stream(sides, n, r, interleaved, elem, stream_min_bytes);
   if (dt == at::kFloat) run_dtype<F32>(sides, n, cos, sin, positions, interleaved, conj, stream);
   else if (dt == at::kBFloat16) run_dtype<BF16>(sides, n, cos, sin, positions, interleaved, conj, stream);
-  else if (dt == at::kHalf) run_dtype<F16>(sides, n, cos, sin, positions, interleaved, conj, false);
+  else if (dt == at::kHalf) run_dtype<F16>(sides, n, cos, sin, positions, interleaved, conj, stream);
   else if (dt == at::kDouble) run_dtype<F64>(sides, n, cos, sin, positions, interleaved, conj, false);
   else TORCH_CHECK(false, "ropekit: unsupported dtype ", dt);
   return stream;
@@ -939,7 +973,7 @@ void angles_dtype(const Side* s, int n, const at::Tensor& p, const at::Tensor& c
                   bool conj, bool stream) {
   const int64_t r = cst.size(1);
 #ifdef ROPEKIT_SIMD
-  if constexpr (std::is_same_v<S, F32> || std::is_same_v<S, BF16>) {
+  if constexpr (kVectorRows<S>) {
     if constexpr (kCanStream) {
       if (stream) {
         if (r == 64) return angles_flags<S, 64, true>(s, n, p, cst, scale, interleaved, conj);
@@ -980,7 +1014,7 @@ bool rotary_qk_angles(const at::Tensor& q, const at::Tensor& k, at::Tensor q_out
   const float sc = (float)scale;
   if (dt == at::kFloat) angles_dtype<F32>(sides, n, positions, cst, sc, interleaved, conj, stream);
   else if (dt == at::kBFloat16) angles_dtype<BF16>(sides, n, positions, cst, sc, interleaved, conj, stream);
-  else if (dt == at::kHalf) angles_dtype<F16>(sides, n, positions, cst, sc, interleaved, conj, false);
+  else if (dt == at::kHalf) angles_dtype<F16>(sides, n, positions, cst, sc, interleaved, conj, stream);
   else TORCH_CHECK(false, "ropekit: the table-free kernel takes float32/bf16/fp16, got ", dt);
   return stream;
 }
