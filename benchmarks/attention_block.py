@@ -10,6 +10,12 @@ the same function under ``torch.compile``. RoPE's marginal share of a block is
 than the run-to-run spread of the block). Forward runs under ``torch.no_grad()``; forward+backward sums the output
 against a fixed gradient and back-propagates into the input and the weights.
 
+Because the block's own spread on a shared machine is larger than the rotation, a second table times the rotation
+alone on the q and k the block produces (the same ``[B, H, T, D]`` views of its projections; forward, or forward
+then backward of fixed gradients), round-robin over five times as many repetitions, and reports its direct share
+``t_rope / (t_none + t_rope)``: what the marginal share measures without the block's noise, leaving out only the
+rotation's effect on the cache state the attention then meets.
+
 One thread by default (see ``benchmarks/apply_rotary.py`` for why); CSV rows (machine, versions, UTC time) are
 appended to ``benchmarks/results/attention_block.csv``.
 """
@@ -118,6 +124,37 @@ def time_round_robin(block: Block, impls: dict[str, Rope | None], x: torch.Tenso
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def time_rotation_alone(block: Block, impls: dict[str, Rope | None], x: torch.Tensor, reps: int,
+                        backward: bool) -> dict[str, float]:
+    """Median milliseconds of each rotation alone on the block's own q and k, all timed inside each repetition."""
+    B, T, _ = x.shape
+    with torch.no_grad():
+        q0 = block.q_proj(x).view(B, T, block.n_heads, block.head_dim).transpose(1, 2)
+        k0 = block.k_proj(x).view(B, T, block.n_kv_heads, block.head_dim).transpose(1, 2)
+    q, k = q0.clone().requires_grad_(backward), k0.clone().requires_grad_(backward)
+    gq, gk = torch.randn_like(q0), torch.randn_like(k0)
+    ropes_only = {name: rope for name, rope in impls.items() if rope is not None}
+    times: dict[str, list[float]] = {name: [] for name in ropes_only}
+
+    def once(rope: Rope) -> None:
+        if backward:
+            q.grad = k.grad = None
+            torch.autograd.backward(rope(q, k), (gq, gk))
+        else:
+            with torch.no_grad():
+                rope(q0, k0)
+
+    for rope in ropes_only.values():
+        once(rope)
+        once(rope)
+    for _ in range(reps):
+        for name, rope in ropes_only.items():
+            start = time.perf_counter()
+            once(rope)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 Shape = tuple[int, int, int, int, int]
 
 
@@ -133,6 +170,7 @@ def bench(shapes: tuple[Shape, ...], dtypes: list[torch.dtype], reps: int) -> tu
             impls = ropes(T, d_model // n_heads, dtype, notes)
             for backward in (False, True):
                 medians = time_round_robin(block, impls, x, grad, reps, backward)
+                alone = time_rotation_alone(block, impls, x, 5 * reps, backward)
                 base = medians["no RoPE"]
                 for name, ms in medians.items():
                     rows.append({
@@ -142,19 +180,23 @@ def bench(shapes: tuple[Shape, ...], dtypes: list[torch.dtype], reps: int) -> tu
                         "impl": name,
                         "ms": ms,
                         "share": None if name == "no RoPE" else (ms - base) / ms,
+                        "rope_ms": alone.get(name),
+                        "direct_share": alone[name] / (base + alone[name]) if name in alone else None,
                     })
     return rows, sorted(set(notes))
 
 
-def print_table(rows: list[dict], markdown: bool) -> None:
+def print_table(rows: list[dict], markdown: bool, key: str = "share") -> None:
+    """One row per shape, dtype and pass; ``key``: the marginal ``share`` or the rotation-alone ``direct_share``."""
     impls = list(dict.fromkeys(r["impl"] for r in rows))
     groups = list(dict.fromkeys((r["shape"], r["dtype"], r["pass"]) for r in rows))
-    header = ["shape", "dtype", "pass", "block ms (no RoPE)", *[f"{i} share" for i in impls if i != "no RoPE"]]
+    word = "share" if key == "share" else "alone"
+    header = ["shape", "dtype", "pass", "block ms (no RoPE)", *[f"{i} {word}" for i in impls if i != "no RoPE"]]
     lines = [header]
     for g in groups:
         by = {r["impl"]: r for r in rows if (r["shape"], r["dtype"], r["pass"]) == g}
         cells = [*g, f"{by['no RoPE']['ms']:.1f}"]
-        cells += [f"{100 * by[i]['share']:+.1f}%" if i in by else "-" for i in impls if i != "no RoPE"]
+        cells += [f"{100 * by[i][key]:+.1f}%" if i in by else "-" for i in impls if i != "no RoPE"]
         lines.append(cells)
     if markdown:
         print("| " + " | ".join(header) + " |")
@@ -168,13 +210,28 @@ def print_table(rows: list[dict], markdown: bool) -> None:
 
 
 def write_csv(rows: list[dict], path: Path, reps: int) -> None:
+    """Append ``rows``; a file written before the rotation-alone columns existed is first rewritten with them."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     meta = {"utc": stamp, "machine": machine(), "torch": torch.__version__, "ropekit": ropekit.__version__,
             "transformers": _version("transformers"), "reps": reps, "load1": f"{os.getloadavg()[0]:.1f}"}
+    fields = [*meta, "shape", "dtype", "pass", "impl", "ms", "share", "rope_ms", "direct_share"]
+    old: list[dict] | None = None
+    if path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != fields:
+                old = list(reader)
+    if old is not None:
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(old)
+        tmp.replace(path)
+    new = not path.exists()
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*meta, "shape", "dtype", "pass", "impl", "ms", "share"])
+        writer = csv.DictWriter(f, fieldnames=fields)
         if new:
             writer.writeheader()
         for r in rows:
@@ -199,7 +256,10 @@ def main() -> None:
     reps = args.reps or (5 if args.quick else 9)
     rows, notes = bench(QUICK_SHAPES if args.quick else SHAPES, dtypes, reps)
     print(f"# {machine()}, torch {torch.__version__}, medians of {reps}, load {os.getloadavg()[0]:.1f}")
+    print("# marginal share: (block with RoPE - block without) / block with RoPE")
     print_table(rows, args.markdown)
+    print(f"# rotation alone on the block's q and k (medians of {5 * reps}): t_rope / (block without + t_rope)")
+    print_table(rows, args.markdown, key="direct_share")
     for n in notes:
         print(f"note: {n}")
     if args.csv:
