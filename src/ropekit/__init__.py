@@ -10,7 +10,7 @@ Tiers: :mod:`ropekit.reference` (the math, the oracle of every test), :mod:`rope
 
 from ropekit.cache import evict, rerotate, sink_window_keep
 from ropekit.functional import apply_rotary, apply_rotary_qk, apply_rotary_qk_tablefree, rope_angles, rope_cos_sin
-from ropekit.hf.config import from_hf_config, load_config_file
+from ropekit.hf.config import from_hf_config, from_hf_layers, load_config_file
 from ropekit.kernels import use_backend
 from ropekit.layout import convert_qk_layout, layout_permutation
 from ropekit.modules import RotaryEmbedding, SinusoidalPositionalEncoding, sinusoidal_table
@@ -40,6 +40,7 @@ __all__ = [
     "convert_qk_layout",
     "evict",
     "from_hf_config",
+    "from_hf_layers",
     "layout_permutation",
     "load_config_file",
     "parse_rope_parameters",

@@ -28,12 +28,14 @@ from ropekit.nd.modules import (
 )
 from ropekit.nd.mrope import MROPE_LAYOUTS, mrope_cos_sin, mrope_pair_axes, mrope_position_ids, split_mrope_parameters
 from ropekit.nd.multimodal import (
+    LAYOUT_SECTIONS,
     MULTIMODAL_LAYOUTS,
     ernie_pair_axes,
     ernie_position_ids,
     hope_frequencies,
     hope_position_ids,
     layout_cos_sin,
+    layout_name,
     layout_pair_axes,
     mhrope_cos_sin,
     mhrope_head_axes,
@@ -54,6 +56,7 @@ from ropekit.nd.reference import (
 )
 
 __all__ = [
+    "LAYOUT_SECTIONS",
     "MROPE_LAYOUTS",
     "MULTIMODAL_LAYOUTS",
     "AxialPolarEmbedding",
@@ -79,6 +82,7 @@ __all__ = [
     "hope_frequencies",
     "hope_position_ids",
     "layout_cos_sin",
+    "layout_name",
     "layout_pair_axes",
     "liere_rotation",
     "mhrope_cos_sin",
