@@ -15,7 +15,7 @@ import torch
 from kernel_helpers import assert_matches, make_case, reference_qk
 
 from ropekit import apply_rotary_qk
-from ropekit.kernels import cpu, use_backend
+from ropekit.kernels import cpu, ops, use_backend
 from ropekit.reference import apply_rotary_reference
 
 # (head_dim, pairs): unrolled 32 and 64 pairs, a vector step plus a scalar tail with pass-through, 48 pairs
@@ -115,3 +115,56 @@ def test_head_groups_match_the_reference(dtype: torch.dtype) -> None:
             args = (case.cos, case.sin, case.positions, interleaved, conj, stream)
             module.rotary_qk(case.q, case.k, q_out, k_out, *args)
             assert torch.equal(q_out, ref_q) and torch.equal(k_out, ref_k), (hq, hk, t, interleaved, conj, mode)
+
+
+
+def _split_packed(buf: torch.Tensor, hq: int, hk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """q and k heads of a packed ``[B, T, Hq + Hk + Hv, D]`` buffer as ``[B, H, T, D]`` views."""
+    return buf[:, :, :hq].transpose(1, 2), buf[:, :, hq : hq + hk].transpose(1, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_token_major_walk_matches_the_reference(dtype: torch.dtype) -> None:
+    """``[B, T, H, D]`` storage on both sides (the token-by-token walk, q's heads then k's): q and k as views of one
+    packed ``[B, T, Hq + Hk + Hv, D]`` projection and as separate buffers, out of place (streaming and regular
+    stores) and in place (v untouched); shared tables, per-head tables and positions; head counts that leave a
+    partial group of four; both pairings, forward and conjugate: equal to the reference bit for bit."""
+    module = _module()
+    g = torch.Generator().manual_seed(0)
+    B, T = 2, 7
+    combos = itertools.product(
+        ROWS[:3], ((5, 2, 0), (4, 4, 4)), (False, True), (False, True), ("table", "per_head", "pos2d")
+    )
+    for i, ((d, r), (hq, hk, hv), interleaved, conj, mode) in enumerate(combos):
+        if mode == "per_head" and hk != hq:
+            continue  # a per-head table [H, T, r] serves q and k of the same head count
+        case = make_case(dtype, "table" if mode == "per_head" else mode, B=B, Hq=hq, Hk=hk, T=T, D=d, r=r, seed=i)
+        cos, sin, cos_full, sin_full = case.cos, case.sin, case.cos_full, case.sin_full
+        if mode == "per_head":
+            cos = cos_full = torch.randn(hq, T, r, generator=g)
+            sin = sin_full = torch.randn(hq, T, r, generator=g)
+        sin_ref = -sin_full if conj else sin_full
+        packed = torch.randn(B, T, hq + hk + hv, d, generator=g).to(dtype)
+
+        q, k = _split_packed(packed, hq, hk)
+        ref_q, ref_k = (apply_rotary_reference(x, cos_full, sin_ref, interleaved=interleaved) for x in (q, k))
+        args = (cos, sin, case.positions, interleaved, conj)
+        separate = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k)]
+        for name, (qx, kx) in (("packed", (q, k)), ("separate", separate)):
+            for stream in (0, -1):
+                q_out, k_out = torch.empty_like(qx), torch.empty_like(kx)
+                module.rotary_qk(qx, kx, q_out, k_out, *args, stream)
+                assert torch.equal(q_out, ref_q) and torch.equal(k_out, ref_k), (d, r, name, interleaved, conj, mode)
+        buf = packed.clone()
+        qi, ki = _split_packed(buf, hq, hk)
+        module.rotary_qk(qi, ki, qi, ki, *args, -1)
+        assert torch.equal(qi, ref_q) and torch.equal(ki, ref_k), (d, r, "packed in place", interleaved, conj, mode)
+        assert torch.equal(buf[:, :, hq + hk :], packed[:, :, hq + hk :]), "v heads untouched"
+        buf = packed.clone()
+        qi, _ = _split_packed(buf, hq, hk)
+        module.rotary_qk(qi, ops.no_rows(qi), qi, ops.no_rows(qi), *args, -1)  # q alone, as apply_rotary calls it
+        assert torch.equal(qi, ref_q) and torch.equal(buf[:, :, hq:], packed[:, :, hq:]), (d, r, "q alone")
+        qs, ks = (x.clone() for x in separate)  # clone keeps the [B, T, H, D] storage
+        assert qs.stride() == separate[0].stride()
+        module.rotary_qk(qs, ks, qs, ks, *args, -1)
+        assert torch.equal(qs, ref_q) and torch.equal(ks, ref_k), (d, r, "separate in place", interleaved, conj, mode)
